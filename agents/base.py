@@ -1,0 +1,127 @@
+"""The controller protocol every agent implements.
+
+A controller steers one distillation run (one episode of an ATESD env) through the reveal ratio.
+The runner drives it like this::
+
+    controller.begin_run(RunContext.from_env(env, seed))
+    obs, info = env.reset(seed=seed)
+    while not done:
+        action = controller.act(obs)                       # reveal ratio, shape (1,)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        stats = controller.observe(Transition(obs, action, reward, next_obs, terminated, truncated, info))
+        obs = next_obs
+    controller.end_run()
+
+Controllers that must be trained *before* the evaluated run (the SB3 agents) say so with
+``trains_before_run = True`` and implement ``train``; the ATESD agent and the baselines do not (the
+ATESD agent learns online inside ``observe``). This module sees only the Gymnasium API and
+``exposure_env`` types; it knows nothing about any particular controller or backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+# Named scalars a controller reports for the decision log (e.g. Beta concentrations, policy loss).
+ControllerStats = Mapping[str, float]
+EnvFactory = Callable[[], gym.Env]
+
+
+class Transition(NamedTuple):
+    """One env step as the controller saw it."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: float
+    next_obs: np.ndarray
+    terminated: bool
+    truncated: bool
+    info: Mapping[str, Any]
+
+
+class RunContext(NamedTuple):
+    """What a controller may know about the run it is about to steer (read from the env config)."""
+
+    seed: int
+    total_updates: int
+    hold_window: int
+    num_decisions: int
+
+    @classmethod
+    def from_env(cls, env: gym.Env, seed: int) -> "RunContext":
+        config = env.unwrapped.config  # an exposure_env.ExposureEnvConfig
+        return cls(int(seed), int(config.total_updates), int(config.hold_window), int(config.num_decisions))
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """What the runner, the CLI and the benchmarks need from any controller."""
+
+    name: str
+    trains_before_run: bool
+
+    def begin_run(self, context: RunContext) -> None:
+        """Start steering a new run (reseed exploration, clear per-run state)."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The reveal ratio to hold for the next window: float32 array of shape (1,) in [0, 1]."""
+
+    def observe(self, transition: Transition) -> ControllerStats:
+        """Learn from (or just record) one step; returns scalars worth logging (may be empty)."""
+
+    def end_run(self) -> ControllerStats:
+        """The run ended; finish pending learning and return scalars worth logging."""
+
+    def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
+        """Train before the evaluated run (only called when ``trains_before_run``)."""
+
+    def save(self, path: str | Path) -> None:
+        """Write everything needed to resume the controller (atomically)."""
+
+    def load(self, path: str | Path) -> None:
+        """Restore what ``save`` wrote."""
+
+
+class StatelessController:
+    """Defaults shared by controllers without learning state: the baselines."""
+
+    name = "stateless"
+    trains_before_run = False
+
+    def begin_run(self, context: RunContext) -> None:
+        self.context = context
+
+    def observe(self, transition: Transition) -> ControllerStats:
+        return {}
+
+    def end_run(self) -> ControllerStats:
+        return {}
+
+    def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
+        return None
+
+    def save(self, path: str | Path) -> None:
+        # A baseline is fully described by its spec; nothing to write beyond a marker file.
+        atomic_write_text(Path(path), self.name + "\n")
+
+    def load(self, path: str | Path) -> None:
+        return None
+
+
+def as_action(alpha: float) -> np.ndarray:
+    """The env action for a reveal ratio."""
+    return np.array([alpha], dtype=np.float32)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary sibling and ``os.replace``, so readers never see half of it."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,77 @@
+"""PNG plots of runs and comparisons (matplotlib with the Agg backend, imported lazily).
+
+Plots are written atomically (temporary file, then ``os.replace``). This module knows the result
+records of :mod:`agents.runner` and :mod:`agents.compare`, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents.compare import AgentStats
+    from agents.runner import RunSummary
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_run(summary: "RunSummary", path: Path) -> None:
+    """Reveal ratio per window (steps) and the score curve, against student updates."""
+    plt = _pyplot()
+    fig, ax_alpha = plt.subplots(figsize=(7, 3.5))
+    starts = [0] + summary.updates[:-1]
+    ax_alpha.step(starts, summary.alphas, where="post", color="tab:blue", label="reveal ratio alpha")
+    ax_alpha.set_ylim(-0.02, 1.02)
+    ax_alpha.set_xlabel("student updates")
+    ax_alpha.set_ylabel("alpha", color="tab:blue")
+    ax_score = ax_alpha.twinx()
+    ax_score.plot([0] + summary.updates, [summary.initial_score] + summary.scores, color="tab:red", label="score")
+    ax_score.set_ylabel("score", color="tab:red")
+    ax_alpha.set_title(f"{summary.agent} on {summary.env_id}, seed {summary.seed}: final score {summary.final_score:.3f}")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, Sequence[float]],
+                 reference: str, path: Path) -> None:
+    """Left: IQM of the final score with 95% CIs. Right: mean alpha over the run per agent."""
+    plt = _pyplot()
+    fig, (ax_iqm, ax_alpha) = plt.subplots(1, 2, figsize=(12, 0.45 * len(stats) + 2.5))
+    names = [s.agent for s in stats]
+    y = range(len(stats))
+    iqm = [s.iqm for s in stats]
+    err = [[s.iqm - s.ci_low for s in stats], [s.ci_high - s.iqm for s in stats]]
+    colors = ["tab:red" if s.agent == reference else "tab:blue" for s in stats]
+    ax_iqm.barh(list(y), iqm, xerr=err, color=colors, alpha=0.8, capsize=3)
+    ax_iqm.set_yticks(list(y), names)
+    ax_iqm.invert_yaxis()
+    ax_iqm.set_xlabel("final score: IQM over seeds, 95% bootstrap CI")
+    low = min(s.ci_low for s in stats)
+    high = max(s.ci_high for s in stats)
+    pad = 0.1 * (high - low) + 1e-3
+    ax_iqm.set_xlim(low - pad, high + pad)
+    for name, curve in mean_alpha_curves.items():
+        x = [(i + 0.5) / len(curve) for i in range(len(curve))]
+        ax_alpha.plot(x, curve, label=name)
+    ax_alpha.set_xlabel("training progress t/T")
+    ax_alpha.set_ylabel("mean alpha over seeds")
+    ax_alpha.set_ylim(-0.02, 1.02)
+    ax_alpha.legend(fontsize=7, loc="best")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""Agent specs: strings that name a controller, for the CLI and the benchmarks.
+
+==========================  ==============================================================
+spec                        controller
+==========================  ==============================================================
+``beta``                    ATESD Beta-policy agent, full reward (``discounted+gt``, L=16)
+``beta:MODE``               the same with reward mode ``immediate`` / ``discounted`` /
+                            ``discounted+gt``; ``immediate`` credits the decision's own
+                            window only (the paper's one-step ablation)
+``beta:MODE:L``             explicit lookahead L in updates (``window`` = the hold window)
+``beta-carry[:MODE[:L]]``   the same agent, first trained online over ``train_episodes`` runs
+                            on other seeds (weights carried over), then run online
+``fixed:ALPHA``             constant reveal ratio; ``fixed:1.0`` is OPSD
+``linear:START:END``        linear schedule over the run's progress
+``random``                  uniform random reveal ratio every decision
+``best-fixed:PATH``         constant at the best alpha of a fixed-exposure sweep JSON
+``ppo`` ``sac`` ``a2c``     Stable-Baselines3 algorithms on actions rescaled to [-1, 1]
+``td3`` ``ppo-beta``        ... and PPO with a Beta policy on [0, 1] (needs the ``sb3`` extra)
+==========================  ==============================================================
+
+Heavy modules (torch, SB3) are imported only when a spec that needs them is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.base import Controller
+from exposure_env.errors import ConfigError
+from exposure_env.rewards import REWARD_MODES
+
+SB3_NAMES: tuple[str, ...] = ("ppo", "sac", "a2c", "td3", "ppo-beta")
+SPEC_FORMS: tuple[str, ...] = (
+    "beta", "beta:MODE", "beta:MODE:L", "beta-carry[:MODE[:L]]", "fixed:ALPHA", "linear:START:END", "random", "best-fixed:PATH",
+) + SB3_NAMES
+ALLOWED = "one of " + ", ".join(SPEC_FORMS) + f" (MODE in {', '.join(REWARD_MODES)}; ALPHA, START, END in [0, 1])"
+
+
+def make_controller(spec: str, seed: int = 0, **overrides: Any) -> Controller:
+    """Build the controller a spec names. ``overrides`` go to the agent's config (beta / SB3 only).
+
+    Raises :class:`~exposure_env.errors.ConfigError` naming the spec, the allowed forms and the
+    value received when the spec is malformed.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("agent spec", ALLOWED, spec)
+    name, _, rest = spec.strip().partition(":")
+    args = rest.split(":") if rest else []
+    try:
+        return _build(spec, name, args, seed, overrides)
+    except ConfigError as exc:
+        if exc.field.startswith("agent spec"):
+            raise
+        raise ConfigError(f"agent spec {spec!r}: {exc.field}", exc.allowed, exc.received) from exc
+
+
+def check_spec(spec: str) -> None:
+    """Raise :class:`ConfigError` if ``spec`` is malformed, without importing SB3 for SB3 specs."""
+    name, _, rest = str(spec).strip().partition(":")
+    if name in SB3_NAMES and not rest:
+        return
+    make_controller(spec)
+
+
+def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str, Any]) -> Controller:
+    from agents import baselines
+
+    if name == "fixed" and len(args) == 1:
+        return baselines.FixedController(_number(spec, "ALPHA", args[0]))
+    if name == "linear" and len(args) == 2:
+        return baselines.LinearController(_number(spec, "START", args[0]), _number(spec, "END", args[1]))
+    if name == "random" and not args:
+        return baselines.RandomController()
+    if name == "best-fixed" and len(args) >= 1:
+        controller = baselines.BestFixedController(":".join(args))  # a path may contain ':'
+        controller.name = spec
+        return controller
+    if name in ("beta", "beta-carry") and len(args) <= 2:
+        return _beta(spec, args, seed, overrides, carry_over=name == "beta-carry")
+    if name in SB3_NAMES and not args:
+        from agents.sb3_agents import SB3AgentConfig, SB3Controller
+
+        return SB3Controller(SB3AgentConfig(algo=name, **overrides), seed=seed)
+    raise ConfigError("agent spec", ALLOWED, spec)
+
+
+def _beta(spec: str, args: list[str], seed: int, overrides: dict[str, Any], carry_over: bool) -> Controller:
+    from agents.beta_agent import BetaAgent, BetaAgentConfig
+
+    fields: dict[str, Any] = {}
+    if args:
+        if args[0] not in REWARD_MODES:
+            raise ConfigError(f"agent spec {spec!r}: MODE", "one of " + ", ".join(REWARD_MODES), args[0])
+        fields["reward_mode"] = args[0]
+        if args[0] == "immediate":
+            fields["lookahead"] = None  # the one-step ablation: credit the own window only
+    if len(args) == 2:
+        if args[1] == "window":
+            fields["lookahead"] = None
+        else:
+            value = _number(spec, "L", args[1])
+            fields["lookahead"] = int(value) if value.is_integer() else value  # non-integers fail validation
+    fields.update(overrides)
+    return BetaAgent(BetaAgentConfig(**fields), seed=seed, name=spec, carry_over=carry_over)
+
+
+def _number(spec: str, what: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"agent spec {spec!r}: {what}", "a number", text) from None

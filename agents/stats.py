@@ -1,0 +1,65 @@
+"""Aggregate statistics over seeds, after Agarwal et al. (2021, "Deep RL at the edge of the
+statistical precipice"): interquartile mean, bootstrap CIs and probability of improvement.
+
+rliable is not a dependency; scipy's ``bootstrap`` does the resampling. With a single task the
+"stratified" bootstrap of rliable reduces to resampling seeds, which is what this does.
+Randomness flows from an explicit ``np.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats as sps
+
+
+class Interval(NamedTuple):
+    """A point estimate with its confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% (scipy's 25% two-sided trimmed mean)."""
+    return sps.trim_mean(values, 0.25, axis=axis)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``P(X > Y) + 0.5 P(X = Y)`` over all pairs of runs of X and Y (Mann-Whitney U / (m n))."""
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    y = np.moveaxis(np.asarray(y, dtype=np.float64), axis, -1)
+    greater = (x[..., :, None] > y[..., None, :]).mean(axis=(-2, -1))
+    equal = (x[..., :, None] == y[..., None, :]).mean(axis=(-2, -1))
+    return greater + 0.5 * equal
+
+
+def iqm_interval(values: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000,
+                 confidence: float = 0.95) -> Interval:
+    """IQM with a percentile-bootstrap CI over seeds."""
+    values = np.asarray(values, dtype=np.float64)
+    point = float(iqm(values))
+    if len(values) < 2 or np.ptp(values) == 0:
+        return Interval(point, point, point)
+    result = sps.bootstrap((values,), iqm, n_resamples=n_resamples, confidence_level=confidence,
+                           method="percentile", vectorized=True, rng=rng)
+    return Interval(point, float(result.confidence_interval.low), float(result.confidence_interval.high))
+
+
+def improvement_interval(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000,
+                         confidence: float = 0.95) -> Interval:
+    """Probability of improvement of X over Y with a percentile-bootstrap CI (seeds of X and Y
+    resampled independently)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    point = float(probability_of_improvement(x, y))
+    if len(x) < 2 or len(y) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+        return Interval(point, point, point)
+    result = sps.bootstrap((x, y), probability_of_improvement, n_resamples=n_resamples,
+                           confidence_level=confidence, method="percentile", vectorized=True,
+                           paired=False, rng=rng)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    # Degenerate resamples (all pairs tied) can leave NaN bounds; fall back to the point value.
+    return Interval(point, low if np.isfinite(low) else point, high if np.isfinite(high) else point)

@@ -1,0 +1,516 @@
+"""Throughput of our on-policy distillation update against TRL's, and peak memory of the chunked loss.
+
+Two questions, one script:
+
+1. ``loss_memory_ratio``: how much memory does :func:`distill_backend.losses.distillation_loss`
+   (forward + backward) need at a real Qwen3 vocabulary (151,936 entries), against the naive full
+   ``B x T x V`` computation of the same loss with plain autograd? Each variant runs in a fresh
+   subprocess; the extra memory is the process's peak RSS (``VmHWM``) minus its RSS once the
+   inputs are allocated (the peak is reset with ``/proc/self/clear_refs`` after the inputs are
+   built). The gradient w.r.t. the student logits (one ``B x T x V`` tensor in their dtype) is
+   part of every variant: any logits-level loss must hand it to autograd.
+2. ``ratio_vs_trl``: tokens/s of our update (KV-cache sampling with ``model.generate``, frozen
+   teacher forward under ``no_grad``, student forward, chunked forward KL, grad clip, AdamW)
+   against TRL's on-policy distillation trainers on the same random-init tiny Qwen3, tokenizer,
+   prompts, batch, completion length and divergence (forward KL = TRL ``beta=0``), timed in one
+   process with the contenders interleaved round by round. Tokens are completion tokens trained
+   on. TRL's time per step is read from ``on_step_end`` callbacks, so trainer construction and the
+   first warm-up steps are excluded.
+
+Run: ``python -m benchmarks.backend_throughput --out benchmarks/results/backend_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import dataclasses
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+QWEN3_VOCAB = 151_936
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Args:
+    """Command-line arguments (each field is a ``--flag``; see the field docstrings)."""
+
+    out: str = "benchmarks/results/backend_throughput.json"
+    """Where to write the JSON result (atomically); a PNG with the same stem is written next to it."""
+    seed: int = 0
+    """Seed of the model initialisation, the prompts and the samplers."""
+    threads: int = 1
+    """torch intra-op threads for every measurement (the CI machine has 2 shared cores)."""
+    memory_vocab: int = QWEN3_VOCAB
+    """Vocabulary size of the memory measurement (Qwen3's real one by default)."""
+    memory_batch: int = 4
+    """Batch size B of the memory measurement."""
+    memory_length: int = 256
+    """Completion length T of the memory measurement."""
+    memory_chunk_sizes: tuple[int, ...] = (256, 64)
+    """Chunk sizes of our loss to measure; the first one is the headline."""
+    memory_dtypes: tuple[str, ...] = ("bfloat16", "float32")
+    """Logit dtypes to measure; the first one is the headline (Qwen3's native dtype)."""
+    batch: int = 16
+    """Prompts per training step for the throughput comparison (one completion each)."""
+    completion_length: int = 32
+    """Completion tokens sampled per prompt (end-of-sequence suppressed so every step trains the same count)."""
+    hidden: int = 64
+    """Hidden size of the tiny Qwen3."""
+    layers: int = 2
+    """Number of decoder layers of the tiny Qwen3."""
+    warmup_steps: int = 2
+    """Untimed steps at the start of every round."""
+    timed_steps: int = 8
+    """Timed steps per round and contender."""
+    rounds: int = 3
+    """Interleaved rounds (ours, TRL Distillation, TRL GKD, ours, ...)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate of every contender."""
+    skip_memory: bool = False
+    """Skip the memory measurement."""
+    skip_throughput: bool = False
+    """Skip the throughput comparison."""
+    memory_child: str = ""
+    """Internal: JSON spec of one memory measurement to run in this (fresh) process."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Part 1: peak memory of the loss
+# ----------------------------------------------------------------------------------------------
+
+
+def _proc_status_kb(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", handle.read(), re.M).group(1))
+
+
+def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this process: build inputs, reset the peak, run loss forward + backward."""
+    import torch
+
+    from distill_backend.losses import distillation_loss, forward_kl_clipped
+
+    torch.set_num_threads(spec["threads"])
+    dtype = getattr(torch, spec["dtype"])
+    batch, length, vocab = spec["batch"], spec["length"], spec["vocab"]
+    gen = torch.Generator().manual_seed(spec["seed"])
+
+    def logits() -> torch.Tensor:
+        out = torch.empty(batch, length, vocab, dtype=dtype)
+        for row in range(batch):  # row by row, so building the inputs does not set the peak
+            out[row] = (torch.randn(length, vocab, generator=gen) * 3).to(dtype)
+        return out
+
+    student, teacher = logits().requires_grad_(True), logits()
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[:, int(length * 0.9):] = False  # some right padding, as real batches have
+    # Warm the allocator and kernels on a tiny case so one-off setup is not counted.
+    small = torch.randn(2, 3, 5, requires_grad=True)
+    distillation_loss(small, torch.randn(2, 3, 5), torch.ones(2, 3)).loss.backward()
+    forward_kl_clipped(small, torch.randn(2, 3, 5)).sum().backward()
+
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS
+    baseline_kb = _proc_status_kb("VmRSS")
+    start = time.perf_counter()
+    variant, tau, chunk = spec["variant"], 0.05, spec["chunk_size"]
+    if variant == "ours":
+        loss = distillation_loss(student, teacher, mask, kind="forward_kl", tau=tau, chunk_size=chunk).loss
+    elif variant == "naive":
+        loss = forward_kl_clipped(student, teacher, tau)[mask].sum() / mask.sum()
+    elif variant == "chunked_autograd":  # a plain Python loop over chunks: autograd keeps every chunk alive
+        flat_s, flat_t = student[mask], teacher[mask]
+        loss = sum(
+            forward_kl_clipped(flat_s[i : i + chunk], flat_t[i : i + chunk], tau).sum()
+            for i in range(0, flat_s.shape[0], chunk)
+        ) / mask.sum()
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak_kb = _proc_status_kb("VmHWM")
+    grad_bytes = student.grad.numel() * student.grad.element_size()
+    return {
+        "extra_bytes": (peak_kb - baseline_kb) * 1024,
+        "baseline_bytes": baseline_kb * 1024,
+        "logits_grad_bytes": grad_bytes,
+        "seconds": seconds,
+        "loss": float(loss),
+    }
+
+
+def _run_memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.backend_throughput", "--memory-child", json.dumps(spec)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child {spec} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_loss_memory(args: Args) -> dict[str, Any]:
+    """Extra peak memory of each loss variant, per dtype; ratios ours / naive."""
+    results: dict[str, Any] = {}
+    for dtype in args.memory_dtypes:
+        base = dict(dtype=dtype, batch=args.memory_batch, length=args.memory_length, vocab=args.memory_vocab,
+                    seed=args.seed, threads=args.threads)
+        runs = {"naive": _run_memory_child({**base, "variant": "naive", "chunk_size": 0})}
+        runs["chunked_autograd"] = _run_memory_child(
+            {**base, "variant": "chunked_autograd", "chunk_size": args.memory_chunk_sizes[0]}
+        )
+        for chunk in args.memory_chunk_sizes:
+            runs[f"ours_chunk{chunk}"] = _run_memory_child({**base, "variant": "ours", "chunk_size": chunk})
+        naive = runs["naive"]["extra_bytes"]
+        results[dtype] = {
+            "runs": runs,
+            "ratio_ours_vs_naive": {
+                f"chunk{c}": runs[f"ours_chunk{c}"]["extra_bytes"] / naive for c in args.memory_chunk_sizes
+            },
+            "ratio_chunked_autograd_vs_naive": runs["chunked_autograd"]["extra_bytes"] / naive,
+            "max_abs_loss_difference": max(abs(r["loss"] - runs["naive"]["loss"]) for r in runs.values()),
+        }
+        print(f"[memory] {dtype}: " + ", ".join(f"{k} {v['extra_bytes'] / 2**20:.0f} MiB" for k, v in runs.items()))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Part 2: throughput against TRL
+# ----------------------------------------------------------------------------------------------
+
+
+class Workload(NamedTuple):
+    tokenizer: Any
+    model: Any  # initial student; every contender trains its own deep copy
+    conversations: list  # one user message each
+    prompt_ids: Any  # (batch, P) token ids of the chat-formatted prompts (all the same length)
+
+
+def build_workload(args: Args) -> Workload:
+    """Tokenizer with a chat template, random-init tiny Qwen3, and fixed-length prompts."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from distill_backend.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer(padding_side="left")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2, head_dim=args.hidden // 4,
+        max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(args.seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    gen = torch.Generator().manual_seed(args.seed)
+    conversations = []
+    for _ in range(args.batch):
+        digits = torch.randint(0, 10, (4,), generator=gen).tolist()
+        question = "Compute {}+{}-{}+{} mod 10 step by step.".format(*digits)
+        conversations.append([{"role": "user", "content": question}])
+    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len({len(i) for i in ids}) == 1, "prompts are built to have one length"
+    return Workload(tokenizer, model, conversations, torch.tensor(ids))
+
+
+class OurUpdate:
+    """The on-policy distillation update as the backend runs it, written out with its ingredients."""
+
+    def __init__(self, workload: Workload, args: Args) -> None:
+        import torch
+
+        self.model = copy.deepcopy(workload.model).train()
+        self.teacher = copy.deepcopy(workload.model).eval().requires_grad_(False)  # frozen initial policy
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.learning_rate)
+        self.prompt_ids = workload.prompt_ids
+        self.eos = workload.tokenizer.eos_token_id
+        self.pad = workload.tokenizer.pad_token_id
+        self.completion_length = args.completion_length
+        self.tokens_trained = 0
+
+    def step(self) -> None:
+        import torch
+
+        from distill_backend.losses import distillation_loss
+
+        prompt_length = self.prompt_ids.shape[1]
+        with torch.no_grad():
+            sequences = self.model.generate(
+                input_ids=self.prompt_ids, attention_mask=torch.ones_like(self.prompt_ids), do_sample=True,
+                temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=self.completion_length,
+                suppress_tokens=[self.eos], pad_token_id=self.pad, use_cache=True,
+            )
+            keep = sequences.shape[1] - prompt_length + 1  # logits that predict the completion tokens
+            teacher_logits = self.teacher(input_ids=sequences, logits_to_keep=keep).logits[:, :-1]
+        student_logits = self.model(input_ids=sequences, logits_to_keep=keep).logits[:, :-1]
+        mask = torch.ones(sequences.shape[0], keep - 1, dtype=torch.bool)
+        out = distillation_loss(student_logits, teacher_logits, mask, kind="forward_kl", tau=None)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.tokens_trained += int(mask.sum())
+
+
+class _StepClock:
+    """A TrainerCallback recording the wall time at the end of every optimizer step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Clock(TrainerCallback):
+            def __init__(self) -> None:
+                self.stamps: list[float] = []
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.stamps.append(time.perf_counter())
+
+        return Clock()
+
+
+def _trl_common(args: Args, out_dir: str, steps: int) -> dict[str, Any]:
+    return dict(
+        output_dir=out_dir, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+        learning_rate=args.learning_rate, max_steps=steps, logging_steps=10_000, save_strategy="no",
+        report_to="none", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        dataloader_num_workers=0, disable_tqdm=True, seed=args.seed, temperature=1.0, beta=0.0,
+        lr_scheduler_type="constant", max_grad_norm=1.0,
+    )
+
+
+class TrlRunner:
+    """Builds a fresh TRL trainer per round (same initial weights) and times its steady-state steps."""
+
+    def __init__(self, name: str, workload: Workload, args: Args) -> None:
+        self.name, self.workload, self.args = name, workload, args
+        self.tokens_per_step: list[int] = []
+
+    def _trainer(self, steps: int, out_dir: str, clock):
+        from datasets import Dataset
+
+        wl, args = self.workload, self.args
+        student = copy.deepcopy(wl.model)
+        teacher = copy.deepcopy(wl.model).eval()
+        record = self.tokens_per_step
+        if self.name == "trl_distillation":
+            from trl import DistillationConfig, DistillationTrainer
+
+            config = DistillationConfig(
+                **_trl_common(args, out_dir, steps), max_completion_length=args.completion_length,
+                generation_kwargs={"suppress_tokens": [wl.tokenizer.eos_token_id]}, top_k=0, top_p=1.0,
+                shuffle_dataset=False,
+            )
+            dataset = Dataset.from_dict({"prompt": [c for c in wl.conversations] * steps})
+            trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
+                                          processing_class=wl.tokenizer, callbacks=[clock])
+            original = trainer._generate_single_turn
+
+            def counted(*a, **k):
+                completions = original(*a, **k)
+                record.append(sum(len(c) for c in completions))
+                return completions
+
+            trainer._generate_single_turn = counted
+            return trainer
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+        # GKD has no generation kwargs; without an eos id generate() runs to max_new_tokens, as the others do.
+        student.generation_config.eos_token_id = None
+        config = GKDConfig(**_trl_common(args, out_dir, steps), lmbda=1.0, max_new_tokens=args.completion_length,
+                           max_length=1024)
+        messages = [c + [{"role": "assistant", "content": "0"}] for c in wl.conversations]
+        dataset = Dataset.from_dict({"messages": messages * steps})
+        trainer = GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
+                             processing_class=wl.tokenizer, callbacks=[clock])
+        original_gen = trainer.generate_on_policy_outputs
+
+        def counted_gen(*a, **k):
+            ids, attention, labels = original_gen(*a, **k)
+            record.append(int((labels != -100).sum()))
+            return ids, attention, labels
+
+        trainer.generate_on_policy_outputs = counted_gen
+        return trainer
+
+    def round(self, warmup: int, timed: int) -> float:
+        """Seconds per step over ``timed`` steps after ``warmup`` steps of one fresh trainer."""
+        clock = _StepClock()
+        with tempfile.TemporaryDirectory() as out_dir:
+            trainer = self._trainer(warmup + timed, out_dir, clock)
+            trainer.train()
+        stamps = clock.stamps
+        return (stamps[-1] - stamps[warmup - 1]) / timed
+
+
+def _time_ours(update: OurUpdate, warmup: int, timed: int) -> float:
+    for _ in range(warmup):
+        update.step()
+    start = time.perf_counter()
+    for _ in range(timed):
+        update.step()
+    return (time.perf_counter() - start) / timed
+
+
+def measure_throughput(args: Args) -> dict[str, Any]:
+    import logging
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    torch.manual_seed(args.seed)
+    workload = build_workload(args)
+    tokens_per_step = args.batch * args.completion_length
+    contenders = ["ours", "trl_distillation", "trl_gkd"]
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    ours = OurUpdate(workload, args)
+    runners = {name: TrlRunner(name, workload, args) for name in contenders[1:]}
+    for round_index in range(args.rounds):
+        for name in contenders:
+            if name == "ours":
+                seconds[name].append(_time_ours(ours, args.warmup_steps, args.timed_steps))
+            else:
+                seconds[name].append(runners[name].round(args.warmup_steps, args.timed_steps))
+            print(f"[throughput] round {round_index}: {name} {tokens_per_step / seconds[name][-1]:.0f} tokens/s")
+    trained = {"ours": ours.tokens_trained / (args.rounds * (args.warmup_steps + args.timed_steps))}
+    trained.update({n: sum(r.tokens_per_step) / max(len(r.tokens_per_step), 1) for n, r in runners.items()})
+    tokens_per_s = {n: [trained[n] / s for s in seconds[n]] for n in contenders}
+    median = {n: sorted(v)[len(v) // 2] for n, v in tokens_per_s.items()}
+    per_round_ratio = {
+        n: [o / t for o, t in zip(tokens_per_s["ours"], tokens_per_s[n])] for n in contenders[1:]
+    }
+    return {
+        "tokens_per_s_per_round": tokens_per_s,
+        "tokens_per_s_median": median,
+        "completion_tokens_per_step": trained,
+        "ratio_per_round": per_round_ratio,
+        "ratio_median": {n: sorted(v)[len(v) // 2] for n, v in per_round_ratio.items()},
+        "prompt_length": int(workload.prompt_ids.shape[1]),
+        "vocab_size": len(workload.tokenizer),
+        "parameters": sum(p.numel() for p in workload.model.parameters()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI, output
+# ----------------------------------------------------------------------------------------------
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (attribute docstrings are not kept at run time)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    docs = _field_docs(Args)
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
+        elif str(f.type).startswith("tuple"):
+            item = int if "int" in str(f.type) else str
+            parser.add_argument(flag, nargs="+", type=item, default=f.default, help=docs.get(f.name))
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
+    values = vars(parser.parse_args(argv))
+    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _plot(path: Path, payload: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    memory = payload.get("memory")
+    if memory:
+        labels, values, colors = [], [], []
+        for dtype, result in memory.items():
+            for name, run in result["runs"].items():
+                labels.append(f"{name}\n{dtype}")
+                values.append(run["extra_bytes"] / 2**30)
+                colors.append("tab:green" if name.startswith("ours") else "tab:gray")
+        axes[0].bar(range(len(values)), values, color=colors)
+        axes[0].set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=7)
+        axes[0].set_ylabel("extra peak memory (GiB)")
+        s = payload["settings"]
+        axes[0].set_title(f"loss fwd+bwd, B={s['memory_batch']} T={s['memory_length']} V={s['memory_vocab']}")
+    throughput = payload.get("throughput")
+    if throughput:
+        for name, values in throughput["tokens_per_s_per_round"].items():
+            axes[1].plot(range(len(values)), values, marker="o", label=name)
+        axes[1].set_xlabel("interleaved round")
+        axes[1].set_ylabel("completion tokens / s")
+        axes[1].set_title("on-policy distillation update, tiny Qwen3")
+        axes[1].legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(_memory_child(json.loads(args.memory_child))))
+        return {}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    payload: dict[str, Any] = {"settings": dataclasses.asdict(args), "torch": torch.__version__}
+    del payload["settings"]["memory_child"]
+    if not args.skip_memory:
+        payload["memory"] = measure_loss_memory(args)
+        headline = payload["memory"][args.memory_dtypes[0]]
+        payload["loss_memory_ratio"] = headline["ratio_ours_vs_naive"][f"chunk{args.memory_chunk_sizes[0]}"]
+        _write_json_atomic(out, payload)  # keep what is done even if the next part fails
+    if not args.skip_throughput:
+        import trl
+
+        payload["trl_version"] = trl.__version__
+        payload["our_update_impl"] = "benchmark OurUpdate (generate + frozen teacher + distillation_loss + AdamW)"
+        payload["throughput"] = measure_throughput(args)
+        payload["ratio_vs_trl"] = min(payload["throughput"]["ratio_median"].values())
+    _write_json_atomic(out, payload)
+    _plot(out.with_suffix(".png"), payload)
+    print(json.dumps({k: payload.get(k) for k in ("loss_memory_ratio", "ratio_vs_trl")}))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,535 @@
+"""A cheap numpy surrogate of a self-distillation run, and its :class:`TrainingBackend`.
+
+The surrogate is three pure functions over a frozen :class:`SurrogateParams`:
+:func:`initial` draws a batch of students, :func:`transition` applies ``n`` student updates at
+a held reveal ratio and returns every per-update statistic, :func:`observe` measures the
+statistics of a state. They work on a batch of ``B`` independent runs at once; the single-env
+:class:`SurrogateBackend` is the same functions at ``B = 1`` and the native batched env in
+:mod:`exposure_env.vector` is the same functions at any ``B``. The module knows nothing about
+rewards, observations or Gymnasium: :class:`~exposure_env.env.ExposureEnv` turns what it reports
+into an episode.
+
+## The model
+
+A student has a competence ``c_d in (0, 1)`` on each of ``D`` difficulty levels (default three:
+easy, medium, hard), held as a logit ``z_d``. A teacher that sees a fraction ``alpha`` of the
+reference reasoning (and always the final answer) shows the student targets that exceed what it
+can do by the *gap*
+
+    g_d = g_answer + alpha * depth_d * (1 - c_d)
+
+(``g_answer``: what the final answer alone reveals; ``depth_d``: how far the reference reasoning of
+level ``d`` goes beyond the student). Learning follows a zone of proximal development: a larger gap
+carries more signal but is absorbed less, and targets far beyond the student do harm (the student
+is pushed to imitate reasoning it cannot follow):
+
+    dz_d = eta * g_d * exp(-g_d**2 / (2 w**2)) - harm * c_d * max(0, g_d - g_harm) + learning noise
+
+(the harm scales with ``c_d``: a student can only lose what it has, so a level under too-strong
+targets decays towards zero competence instead of running away in logit space).
+
+Absorption peaks at ``g_d = w``, so the best reveal ratio ``alpha*_d ~ (w - g_answer) /
+(depth_d (1 - c_d))`` rises with competence and is lower on deep (hard) levels. A shallow,
+transient component ``s`` (surface imitation of the revealed reference) follows the exposure with
+per-update persistence ``rho``:
+
+    s <- rho * s + (1 - rho) * shallow_gain * alpha
+
+It lowers the probe NLL at once under high exposure but carries no competence and fades as soon as
+the exposure drops, which is what makes the immediate learning-progress reward misleading.
+
+Per update the reported statistics are read off the latent features, with ``S = sum_d mix_d c_d``
+(expected accuracy = ``score``) and ``G = sum_d mix_d g_d`` (mean gap):
+
+    loss          = loss_floor + loss_per_gap * G          (forward-KL of the update, nats/token)
+    loss_tail     = tail_floor + tail_per_gap * G          (90th percentile per-token loss)
+    mismatch      = mm_floor + mm_range * (1 - exp(-G / mm_scale))   (top-1 disagreement)
+    probe_nll     = nll_floor + nll_range * (1 - S) - s
+    confidence    = conf_low + conf_range * S
+    teacher_answer_logprob = answer_logprob_hidden + (answer_logprob_shown - answer_logprob_hidden) * alpha
+    grad_norm     = grad_floor + grad_per_gap * G
+    rollout_length = length_at_zero + (length_at_one - length_at_zero) * S
+
+plus zero-mean uniform observation noise of a per-field standard deviation (uniform rather than
+Gaussian because it is about five times cheaper to draw here and its bounded support keeps the
+statistics in range), clipped to each statistic's valid range. ``score`` is the expectation itself
+and carries no noise. The observation model is linear in the features ``(1, S, G, exp(-G /
+mm_scale), s, alpha)``, which makes it a least-squares fit away from real traces.
+
+Within a window of ``n`` updates at a held ``alpha``, ``dz`` is evaluated once at the window start
+(an explicit Euler step of ``n`` updates) and the transient is advanced exactly, so a whole window
+is a handful of vectorised numpy calls over ``(D, B, n)`` arrays and one draw of random numbers.
+
+## Why these dynamics and defaults
+
+A probe of the real tiny backend (``TINY-SETUP-NOTES.md``) found: full reveal hurt a ~20% student
+(19% -> 10% over 150 updates) and was best for a 53-79% student (-> 97-99%); alpha = 0.5 helped the
+weak students; the mismatch rose with the reveal ratio and shrank as the student improved. The
+gap model gives exactly these directions (the gap grows with ``alpha`` and shrinks with ``c``),
+and the defaults were tuned so the magnitudes are of that order: a 0.2 student at ``alpha = 1``
+loses accuracy, a 0.6 student at ``alpha = 1`` reaches the high 90s in ~150 updates. Initial
+competence is drawn per reset (``init_ability_low..high`` plus per-level jitter) so that starting
+students span weak to medium, where the exposure schedule matters. Level offsets and depths make
+hard levels both weaker and deeper, so they prefer less exposure. The transient ``s`` encodes the
+hypothesis that a student quickly copies the surface of revealed references (the probe set *is*
+reference solutions); its size is a parameter to be fitted to real traces. Every parameter is a
+plain float or tuple so a later issue can fit them.
+
+Collapse: when the expected accuracy falls below ``collapse_score`` the run is reported as
+diverged (the env then terminates with its divergence penalty); ``collapse_score = 0`` disables it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+from scipy.special import expit
+
+from exposure_env.config import ExposureEnvConfig, split_env_kwargs
+from exposure_env.errors import ConfigError, check_range
+from exposure_env.types import TRACE_FIELDS, TrainingStats, UpdateTrace, WindowResult
+
+# TrainingStats lists the trace fields right after (updates_done, reveal_ratio) and before score;
+# the backend builds its records positionally from that order.
+assert TrainingStats._fields[2:-1] == TRACE_FIELDS and TrainingStats._fields[-1] == "score"
+
+NUM_FEATURES = 6  # (1, S, G, exp(-G / mm_scale), s, alpha): the observation model's inputs
+_UNIFORM_STD = math.sqrt(12.0)  # a uniform variable on [0, 1) scaled by sqrt(12) has unit std
+
+# Valid range of every reported statistic (TRACE_FIELDS order); noisy values are clipped into it.
+TRACE_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -100.0, 0.0, 1.0])
+TRACE_HIGH = np.array([100.0, 100.0, 1.0, 100.0, 1.0, 0.0, np.inf, np.inf])
+_TRACE_LOW, _TRACE_HIGH = TRACE_LOW[:, None, None], TRACE_HIGH[:, None, None]
+
+
+@dataclass(frozen=True)
+class SurrogateParams:
+    """Parameters of the surrogate (see the module docstring for the equations they enter)."""
+
+    # --- the student and the difficulty mix -------------------------------------------------
+    difficulty_mix: tuple[float, ...] = (0.3, 0.4, 0.3)
+    """Share of each difficulty level (easy .. hard) in the evaluation set; sums to 1."""
+    level_offset: tuple[float, ...] = (-0.5, 0.0, 0.5)
+    """Per-level logit offset: level ``d`` starts at ``ability - level_offset[d]``."""
+    level_depth: tuple[float, ...] = (0.8, 1.0, 1.2)
+    """Per-level depth: how far the reference reasoning goes beyond a student at ``c = 0``."""
+    init_ability_low: float = -1.3
+    """Lower end of the uniform draw of the student's initial ability (logit)."""
+    init_ability_high: float = 0.2
+    """Upper end of the uniform draw of the student's initial ability (logit)."""
+    init_jitter: float = 0.25
+    """Std of the per-level Gaussian jitter of the initial logits."""
+    # --- learning dynamics -------------------------------------------------------------------
+    answer_gap: float = 0.05
+    """Gap that showing the final answer alone opens (alpha = 0)."""
+    learning_rate: float = 0.08
+    """eta: logit gain per update per unit of absorbed gap."""
+    absorb_width: float = 0.28
+    """w: the gap at which the teacher signal is absorbed best."""
+    harm_rate: float = 0.5
+    """Logit loss per update per unit of gap beyond ``harm_gap``, scaled by the competence at stake."""
+    harm_gap: float = 0.7
+    """Gap beyond which targets are too strong and do harm."""
+    learning_noise: float = 0.01
+    """Std of the per-update random change of each level's logit (SGD noise)."""
+    shallow_gain: float = 0.3
+    """Steady-state probe-NLL drop (nats) of the transient component at alpha = 1."""
+    shallow_persistence: float = 0.7
+    """rho: per-update persistence of the transient component."""
+    collapse_score: float = 0.02
+    """Expected accuracy below which the run counts as collapsed (diverged); 0 disables."""
+    reset_reveal_ratio: float = 0.5
+    """Reveal ratio the statistics at reset are measured at (no update has been applied yet)."""
+    # --- observation model -------------------------------------------------------------------
+    loss_floor: float = 0.02
+    loss_per_gap: float = 0.8
+    tail_floor: float = 0.1
+    tail_per_gap: float = 2.5
+    mismatch_floor: float = 0.02
+    mismatch_range: float = 0.6
+    mismatch_scale: float = 0.4
+    nll_floor: float = 0.4
+    nll_range: float = 2.0
+    confidence_low: float = 0.35
+    confidence_range: float = 0.6
+    answer_logprob_hidden: float = -1.5
+    """Teacher log-prob of the reference answer per token at alpha = 0 (answer shown, no reasoning)."""
+    answer_logprob_shown: float = -0.2
+    """Teacher log-prob of the reference answer per token at alpha = 1."""
+    grad_floor: float = 0.3
+    grad_per_gap: float = 3.0
+    length_at_zero: float = 40.0
+    """Mean rollout length (tokens) of a student with expected accuracy 0."""
+    length_at_one: float = 26.0
+    """Mean rollout length (tokens) of a student with expected accuracy 1."""
+    observation_noise: tuple[float, ...] = (0.01, 0.03, 0.01, 0.01, 0.01, 0.02, 0.1, 1.0)
+    """Std of the observation noise of each statistic, in ``TRACE_FIELDS`` order."""
+
+    def __post_init__(self) -> None:
+        for name in ("difficulty_mix", "level_offset", "level_depth", "observation_noise"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or not all(_is_number(v) for v in value):
+                raise ConfigError(name, "a tuple of numbers", value)
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        levels = len(self.difficulty_mix)
+        if levels < 1 or any(v <= 0 for v in self.difficulty_mix) or abs(sum(self.difficulty_mix) - 1) > 1e-6:
+            raise ConfigError("difficulty_mix", "a non-empty tuple of positive shares summing to 1",
+                              self.difficulty_mix)
+        for name in ("level_offset", "level_depth"):
+            if len(getattr(self, name)) != levels:
+                raise ConfigError(name, f"a tuple of {levels} numbers (one per difficulty level)",
+                                  getattr(self, name))
+        if any(v < 0 for v in self.level_depth):
+            raise ConfigError("level_depth", "a tuple of numbers >= 0", self.level_depth)
+        if len(self.observation_noise) != len(TRACE_FIELDS) or any(v < 0 for v in self.observation_noise):
+            raise ConfigError("observation_noise", f"a tuple of {len(TRACE_FIELDS)} numbers >= 0 "
+                              f"(one per field of {TRACE_FIELDS})", self.observation_noise)
+        for f in dataclasses.fields(self):
+            if not isinstance(f.default, tuple):
+                check_range(f.name, getattr(self, f.name))
+        check_range("init_ability_high", self.init_ability_high, self.init_ability_low, None)
+        for name in ("init_jitter", "answer_gap", "learning_rate", "harm_rate", "harm_gap", "learning_noise",
+                     "shallow_gain", "loss_floor", "loss_per_gap", "tail_floor", "tail_per_gap",
+                     "mismatch_floor", "mismatch_range", "nll_floor", "nll_range", "confidence_low",
+                     "confidence_range", "grad_floor", "grad_per_gap"):
+            check_range(name, getattr(self, name), 0.0, None)
+        check_range("absorb_width", self.absorb_width, 0.0, None, low_inclusive=False)
+        check_range("mismatch_scale", self.mismatch_scale, 0.0, None, low_inclusive=False)
+        check_range("shallow_persistence", self.shallow_persistence, 0.0, 1.0, high_inclusive=False)
+        check_range("collapse_score", self.collapse_score, 0.0, 1.0, high_inclusive=False)
+        check_range("reset_reveal_ratio", self.reset_reveal_ratio, 0.0, 1.0)
+        check_range("mismatch_range", self.mismatch_range, 0.0, 1.0 - self.mismatch_floor)
+        check_range("confidence_range", self.confidence_range, 0.0, 1.0 - self.confidence_low)
+        check_range("answer_logprob_hidden", self.answer_logprob_hidden, -100.0, 0.0)
+        check_range("answer_logprob_shown", self.answer_logprob_shown, self.answer_logprob_hidden, 0.0)
+        check_range("length_at_zero", self.length_at_zero, 1.0, None)
+        check_range("length_at_one", self.length_at_one, 1.0, None)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.difficulty_mix)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SurrogateParams":
+        """Build from plain data (e.g. a JSON file of fitted values); unknown keys raise."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError("params", f"a mapping with keys among SurrogateParams fields ({', '.join(sorted(names))})",
+                              unknown, hint="unknown keys")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (floats and lists), round-trips through :meth:`from_dict` and JSON."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in dataclasses.fields(self) for v in (getattr(self, f.name),)}
+
+    def replace(self, **changes: Any) -> "SurrogateParams":
+        return dataclasses.replace(self, **changes)
+
+    @cached_property
+    def arrays(self) -> "_Arrays":
+        """Constants derived once per params object (not dataclass fields: excluded from eq/hash)."""
+        return _Arrays.build(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
+class _Arrays(NamedTuple):
+    """Numpy constants of one :class:`SurrogateParams`, in the shapes the hot path wants."""
+
+    mix: np.ndarray  # (D,)
+    depth: np.ndarray  # (D, 1)
+    offset: np.ndarray  # (D,)
+    score_gap_rows: np.ndarray  # (2, D): [mix, mix * depth], one matmul gives S and sum mix*depth*c
+    mix_depth_sum: float
+    readout: np.ndarray  # (F, K + F): observation model, then the per-field noise widths
+    window: dict  # num_updates -> _WindowConstants, filled lazily
+
+    @classmethod
+    def build(cls, p: SurrogateParams) -> "_Arrays":
+        mix = np.array(p.difficulty_mix)
+        depth = np.array(p.level_depth)
+        fields = len(TRACE_FIELDS)
+        readout = np.zeros((fields, NUM_FEATURES + fields))
+        # columns: 0 const, 1 S, 2 G, 3 exp(-G / mm_scale), 4 s, 5 alpha, then one uniform per field
+        readout[0, [0, 2]] = p.loss_floor, p.loss_per_gap
+        readout[1, [0, 2]] = p.tail_floor, p.tail_per_gap
+        readout[2, [0, 3]] = p.mismatch_floor + p.mismatch_range, -p.mismatch_range
+        readout[3, [0, 1, 4]] = p.nll_floor + p.nll_range, -p.nll_range, -1.0
+        readout[4, [0, 1]] = p.confidence_low, p.confidence_range
+        readout[5, [0, 5]] = p.answer_logprob_hidden, p.answer_logprob_shown - p.answer_logprob_hidden
+        readout[6, [0, 2]] = p.grad_floor, p.grad_per_gap
+        readout[7, [0, 1]] = p.length_at_zero, p.length_at_one - p.length_at_zero
+        # Noise is span * U[0, 1) added by the same matmul; centre it through the constant column.
+        span = np.array(p.observation_noise) * _UNIFORM_STD
+        readout[:, NUM_FEATURES:] = np.diag(span)
+        readout[:, 0] -= span / 2
+        return cls(mix=mix, depth=depth[:, None], offset=np.array(p.level_offset),
+                   score_gap_rows=np.stack([mix, mix * depth]), mix_depth_sum=float(mix @ depth),
+                   readout=readout, window={})
+
+    def window_constants(self, p: SurrogateParams, num_updates: int) -> "_WindowConstants":
+        constants = self.window.get(num_updates)
+        if constants is None:
+            ramp = np.arange(1, num_updates + 1, dtype=np.float64)
+            # walk = uniforms @ cumulative: the running sum of the learning noise over the window
+            cumulative = np.triu(np.ones((num_updates, num_updates))) * (p.learning_noise * _UNIFORM_STD)
+            constants = self.window[num_updates] = _WindowConstants(ramp, p.shallow_persistence**ramp, cumulative)
+        return constants
+
+
+class _WindowConstants(NamedTuple):
+    ramp: np.ndarray  # (n,) 1..n
+    rho_powers: np.ndarray  # (n,) rho**1 .. rho**n
+    cumulative: np.ndarray  # (n, n) upper-triangular, scaled by the learning-noise width
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # scipy's expit is one call (fastest for the single env) but not vectorised well for big
+    # batches, where three SIMD numpy calls win.
+    return expit(x) if x.size < 512 else 1.0 / (1.0 + np.exp(-x))
+
+
+class SurrogateState(NamedTuple):
+    """Latent state of a batch of ``B`` runs."""
+
+    logit: np.ndarray
+    """(D, B) competence logits per difficulty level (levels first: one matmul reads them all)."""
+    shallow: np.ndarray
+    """(B,) transient probe-NLL drop ``s`` (nats)."""
+
+
+class SurrogateWindow(NamedTuple):
+    """What :func:`transition` returns."""
+
+    state: SurrogateState
+    traces: np.ndarray
+    """(F, B, n): ``traces[i]`` is the per-update (B, n) array of ``TRACE_FIELDS[i]``."""
+    score: np.ndarray
+    """(B, n) expected accuracy after each update (noise-free)."""
+
+
+class SurrogateObservation(NamedTuple):
+    """What :func:`observe` returns: the statistics of a state, without any update."""
+
+    stats: np.ndarray
+    """(F, B): ``stats[i]`` is ``TRACE_FIELDS[i]`` of each run."""
+    score: np.ndarray
+    """(B,) expected accuracy."""
+
+
+def initial(params: SurrogateParams, rng: np.random.Generator, batch_size: int) -> SurrogateState:
+    """Draw ``batch_size`` fresh students (ability uniform, per-level Gaussian jitter)."""
+    ability = rng.uniform(params.init_ability_low, params.init_ability_high, size=batch_size)
+    jitter = rng.standard_normal((params.num_levels, batch_size)) * params.init_jitter
+    logit = ability - params.arrays.offset[:, None] + jitter
+    return SurrogateState(logit, np.zeros(batch_size))
+
+
+def competence(state: SurrogateState) -> np.ndarray:
+    """(D, B) competence per difficulty level."""
+    return _sigmoid(state.logit)
+
+
+def expected_accuracy(params: SurrogateParams, state: SurrogateState) -> np.ndarray:
+    """(B,) difficulty-mix-weighted competence: the surrogate's ``score``."""
+    return params.arrays.mix @ competence(state)
+
+
+def transition(
+    params: SurrogateParams,
+    state: SurrogateState,
+    alpha: np.ndarray,
+    num_updates: int,
+    rng: np.random.Generator,
+) -> SurrogateWindow:
+    """Apply ``num_updates`` student updates at reveal ratios ``alpha`` (shape (B,), in [0, 1])."""
+    a = params.arrays
+    w = a.window_constants(params, num_updates)
+    levels, batch = state.logit.shape
+    buffer = _draw_buffer(rng, levels, batch, num_updates)
+
+    comp = _sigmoid(state.logit)
+    gap = (1.0 - comp) * a.depth * alpha + params.answer_gap  # (D, B)
+    absorbed = np.exp(gap * gap * (-0.5 / params.absorb_width**2)) * (gap * params.learning_rate)
+    harmed = np.maximum(gap - params.harm_gap, 0.0) * (comp * params.harm_rate)
+    # the uniform learning noise has mean learning_noise * sqrt(12) / 2 per update: removed here
+    drift = absorbed - harmed - params.learning_noise * (_UNIFORM_STD / 2)
+    walk = buffer[NUM_FEATURES + len(TRACE_FIELDS):] @ w.cumulative  # (D, B, n)
+    logit = drift[:, :, None] * w.ramp + walk
+    logit += state.logit[:, :, None]
+
+    target = params.shallow_gain * alpha
+    shallow = buffer[4]  # the transient is itself a feature of the observation model
+    np.multiply((state.shallow - target)[:, None], w.rho_powers, out=shallow)
+    shallow += target[:, None]
+    traces, score = _emit(params, _sigmoid(logit), alpha, buffer)
+    return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score)
+
+
+def observe(
+    params: SurrogateParams,
+    state: SurrogateState,
+    alpha: np.ndarray,
+    rng: np.random.Generator | None = None,
+) -> SurrogateObservation:
+    """Statistics of ``state`` as measured with the teacher at ``alpha`` (B,); noise-free without ``rng``."""
+    levels, batch = state.logit.shape
+    if rng is None:
+        buffer = np.full((NUM_FEATURES + len(TRACE_FIELDS), batch, 1), 0.5)  # uniforms at their mean
+    else:
+        buffer = _draw_buffer(rng, 0, batch, 1)
+    buffer[4, :, 0] = state.shallow
+    traces, score = _emit(params, competence(state)[:, :, None], alpha, buffer)
+    return SurrogateObservation(traces[:, :, 0], score[:, 0])
+
+
+def _draw_buffer(rng: np.random.Generator, levels: int, batch: int, n: int) -> np.ndarray:
+    """(K + F + levels, B, n): K feature rows (filled later), then F observation-noise and
+    ``levels`` learning-noise uniforms, drawn in one call."""
+    buffer = np.empty((NUM_FEATURES + len(TRACE_FIELDS) + levels, batch, n))
+    rng.random(out=buffer[NUM_FEATURES:])
+    return buffer
+
+
+def _emit(
+    params: SurrogateParams, comp: np.ndarray, alpha: np.ndarray, buffer: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reported statistics (F, B, n) and score (B, n) from competences (D, B, n).
+
+    ``buffer`` holds the transient in row 4 and the observation-noise uniforms after the feature
+    rows; the remaining feature rows are filled here and one matmul reads everything out.
+    """
+    a = params.arrays
+    levels, batch, n = comp.shape
+    np.matmul(a.score_gap_rows, comp.reshape(levels, batch * n), out=buffer[1:3].reshape(2, batch * n))
+    score, gap = buffer[1], buffer[2]
+    np.subtract(a.mix_depth_sum, gap, out=gap)  # sum_d mix_d depth_d (1 - c_d)
+    gap *= alpha[:, None]
+    gap += params.answer_gap
+    np.multiply(gap, -1.0 / params.mismatch_scale, out=buffer[3])
+    np.exp(buffer[3], out=buffer[3])
+    buffer[0] = 1.0
+    buffer[5] = alpha[:, None]
+    inputs = a.readout.shape[1]
+    traces = (a.readout @ buffer[:inputs].reshape(inputs, batch * n)).reshape(-1, batch, n)
+    np.clip(traces, _TRACE_LOW, _TRACE_HIGH, out=traces)
+    return traces, score.copy()
+
+
+# ----------------------------------------------------------------------------------------------
+# kwargs -> params (shared by the single env and the native vector env)
+# ----------------------------------------------------------------------------------------------
+SURROGATE_KWARGS: tuple[str, ...] = ("params", "difficulty_mix")
+
+
+def params_from_kwargs(kwargs: Mapping[str, Any]) -> SurrogateParams:
+    """Surrogate parameters from ``gym.make`` kwargs: ``params`` (a dict of overrides or a
+    :class:`SurrogateParams`) and the shortcut ``difficulty_mix``. Unknown kwargs raise."""
+    unknown = sorted(set(kwargs) - set(SURROGATE_KWARGS))
+    if unknown:
+        raise ConfigError(unknown[0], "an ExposureEnvConfig field or one of " + ", ".join(SURROGATE_KWARGS),
+                          kwargs[unknown[0]], hint="unknown keyword argument of ATESD-Surrogate-v0")
+    params = kwargs.get("params")
+    if params is None:
+        params = SurrogateParams()
+    elif isinstance(params, Mapping):
+        params = SurrogateParams.from_dict(params)
+    elif not isinstance(params, SurrogateParams):
+        raise ConfigError("params", "a dict of SurrogateParams overrides or a SurrogateParams", params)
+    if kwargs.get("difficulty_mix") is not None:
+        params = params.replace(difficulty_mix=tuple(kwargs["difficulty_mix"]))
+    return params
+
+
+def split_surrogate_kwargs(kwargs: Mapping[str, Any]) -> tuple[ExposureEnvConfig, SurrogateParams]:
+    env_config, rest = split_env_kwargs(kwargs)
+    return env_config, params_from_kwargs(rest)
+
+
+# ----------------------------------------------------------------------------------------------
+# the single-run backend
+# ----------------------------------------------------------------------------------------------
+class SurrogateBackend:
+    """:class:`~exposure_env.types.TrainingBackend` over the surrogate at batch size 1."""
+
+    def __init__(self, params: SurrogateParams | None = None) -> None:
+        self.params = params if params is not None else SurrogateParams()
+        self._rng: np.random.Generator | None = None
+        self._state: SurrogateState | None = None
+        self._updates_done = 0
+        self._alpha = np.empty(1)
+
+    @property
+    def state(self) -> SurrogateState:
+        """The latent state (batch of one); read-only use, e.g. for analysis."""
+        if self._state is None:
+            raise RuntimeError("call reset() first")
+        return self._state
+
+    def reset(self, seed: int | None = None) -> TrainingStats:
+        self._rng = np.random.default_rng(seed)
+        self._state = initial(self.params, self._rng, 1)
+        self._updates_done = 0
+        observed = observe(self.params, self._state, np.array([self.params.reset_reveal_ratio]), self._rng)
+        return TrainingStats(0, self.params.reset_reveal_ratio, *observed.stats[:, 0].tolist(),
+                             float(observed.score[0]))
+
+    def run_window(self, reveal_ratio: float, num_updates: int) -> WindowResult:
+        if self._state is None:
+            raise RuntimeError("call reset() before run_window()")
+        alpha = self._alpha
+        alpha[0] = reveal_ratio
+        window = transition(self.params, self._state, alpha, num_updates, self._rng)
+        self._state = window.state
+        self._updates_done += num_updates
+        traces = window.traces[:, 0]  # (F, n)
+        score = float(window.score[0, -1])
+        stats = TrainingStats(self._updates_done, float(reveal_ratio), *traces[:, -1].tolist(), score)
+        if score < self.params.collapse_score:
+            return WindowResult(stats, UpdateTrace(*traces), True,
+                                f"collapse: expected accuracy {score:.4f} < collapse_score "
+                                f"{self.params.collapse_score}")
+        return WindowResult(stats, UpdateTrace(*traces))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._state is None:
+            raise RuntimeError("call reset() before state_dict()")
+        return {
+            "logit": self._state.logit.copy(),
+            "shallow": self._state.shallow.copy(),
+            "updates_done": self._updates_done,
+            "rng_state": self._rng.bit_generator.state,
+            "params": self.params.to_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        params = SurrogateParams.from_dict(state["params"])
+        if params != self.params:
+            raise ConfigError("params", "the parameters this backend was built with", state["params"],
+                              hint="the checkpoint comes from a surrogate with other parameters")
+        self._state = SurrogateState(np.array(state["logit"], dtype=np.float64),
+                                     np.array(state["shallow"], dtype=np.float64))
+        self._updates_done = int(state["updates_done"])
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng_state"]
+
+    def close(self) -> None:
+        pass
+
+
+def make_surrogate_env(**kwargs: Any):
+    """Factory of ``ATESD-Surrogate-v0``: ``ExposureEnvConfig`` fields plus ``params`` /
+    ``difficulty_mix`` as plain keyword arguments."""
+    from exposure_env.env import ExposureEnv
+
+    env_config, params = split_surrogate_kwargs(kwargs)
+    return ExposureEnv(SurrogateBackend(params), env_config)
