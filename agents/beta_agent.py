@@ -46,8 +46,11 @@ class BetaAgentConfig:
     the decision's own window only (L = the env's hold window H): the one-step ablation."""
     gamma: float = 0.9
     """Per-update discount inside the lookahead."""
-    lambda_gt: float = 0.05
-    """Weight of the teacher-grounded term G_gt (``discounted+gt`` only)."""
+    lambda_gt: float = 0.005
+    """Weight of the teacher-grounded term G_gt (``discounted+gt`` only). Ten times below the env's
+    default on purpose: on the surrogate, at 0.05 the spread of ``lambda_gt * G_gt`` across reveal
+    ratios is about ten times that of ``G_lp``, so the credit becomes "maximize exposure" instead of
+    a guard against lowering it (see benchmarks/compare_controllers.py)."""
     batch_size: int = 8
     """B: completed decisions per REINFORCE update (advantages are normalized within it)."""
     alpha_min: float = 0.0

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -137,7 +137,8 @@ def run_compare(config: CompareConfig) -> CompareResult:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
             futures = [pool.submit(_run_job, job, config.torch_threads) for job in jobs]
-            summaries = [f.result() for f in _progress(futures)]
+            _wait_with_progress(futures)
+            summaries = [f.result() for f in futures]
     by_agent: dict[str, list[RunSummary]] = {agent: [] for agent in config.agents}
     for summary in summaries:
         by_agent[summary.agent].append(summary)
@@ -146,12 +147,13 @@ def run_compare(config: CompareConfig) -> CompareResult:
     return result
 
 
-def _progress(futures: list) -> list:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return futures
-    return list(tqdm(futures, desc="compare runs", unit="run"))
+def _wait_with_progress(futures: list) -> None:
+    """Block until every run is done, with a tqdm bar over completed runs."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(futures), desc="compare runs", unit="run") as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
 
 
 def summarize(by_agent: Mapping[str, Sequence[RunSummary]], config: CompareConfig, seeds: list[int],
@@ -178,6 +180,8 @@ def summarize(by_agent: Mapping[str, Sequence[RunSummary]], config: CompareConfi
 
 def markdown_table(result: CompareResult) -> str:
     """The comparison as a Markdown table, best IQM first."""
+    from agents.plots import display_name
+
     lines = [
         f"Final score on `{result.env_id}` over seeds {result.seeds[0]}..{result.seeds[-1]} "
         f"(n={len(result.seeds)}); IQM with 95% percentile-bootstrap CI; P(improvement) over "
@@ -188,7 +192,7 @@ def markdown_table(result: CompareResult) -> str:
     ]
     for row in sorted(result.agents, key=lambda r: -r.iqm):
         lines.append(
-            f"| `{row.agent}` | {row.iqm:.4f} | [{row.ci_low:.4f}, {row.ci_high:.4f}] | "
+            f"| `{display_name(row.agent)}` | {row.iqm:.4f} | [{row.ci_low:.4f}, {row.ci_high:.4f}] | "
             f"{row.mean:.4f} ± {row.std:.4f} | {row.prob_improvement_vs_opsd:.2f} | "
             f"[{row.pi_ci_low:.2f}, {row.pi_ci_high:.2f}] | {row.mean_alpha:.2f} |"
         )

@@ -15,6 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from agents.runner import RunSummary
 
 
+def display_name(spec: str) -> str:
+    """Short label of an agent spec: ``best-fixed:/long/path/sweep.json`` -> ``best-fixed:sweep.json``."""
+    name, _, rest = spec.partition(":")
+    return f"{name}:{Path(rest).name}" if name == "best-fixed" else spec
+
+
 def _pyplot():
     import matplotlib
 
@@ -43,7 +49,7 @@ def plot_run(summary: "RunSummary", path: Path) -> None:
     ax_score = ax_alpha.twinx()
     ax_score.plot([0] + summary.updates, [summary.initial_score] + summary.scores, color="tab:red", label="score")
     ax_score.set_ylabel("score", color="tab:red")
-    ax_alpha.set_title(f"{summary.agent} on {summary.env_id}, seed {summary.seed}: final score {summary.final_score:.3f}")
+    ax_alpha.set_title(f"{display_name(summary.agent)} on {summary.env_id}, seed {summary.seed}: final score {summary.final_score:.3f}")
     _save(fig, path)
     plt.close(fig)
 
@@ -53,7 +59,7 @@ def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, 
     """Left: IQM of the final score with 95% CIs. Right: mean alpha over the run per agent."""
     plt = _pyplot()
     fig, (ax_iqm, ax_alpha) = plt.subplots(1, 2, figsize=(12, 0.45 * len(stats) + 2.5))
-    names = [s.agent for s in stats]
+    names = [display_name(s.agent) for s in stats]
     y = range(len(stats))
     iqm = [s.iqm for s in stats]
     err = [[s.iqm - s.ci_low for s in stats], [s.ci_high - s.iqm for s in stats]]
@@ -68,7 +74,7 @@ def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, 
     ax_iqm.set_xlim(low - pad, high + pad)
     for name, curve in mean_alpha_curves.items():
         x = [(i + 0.5) / len(curve) for i in range(len(curve))]
-        ax_alpha.plot(x, curve, label=name)
+        ax_alpha.plot(x, curve, label=display_name(name))
     ax_alpha.set_xlabel("training progress t/T")
     ax_alpha.set_ylabel("mean alpha over seeds")
     ax_alpha.set_ylim(-0.02, 1.02)

@@ -70,7 +70,12 @@ class Args:
 
 DEFAULT_AGENTS = (
     "beta", "beta-carry", OPSD, "best-fixed:{sweep}", "fixed:0.5", "random", "linear:0.2:1.0",
-    "ppo", "sac", "ppo-beta", "beta:immediate", "beta:discounted", "beta:discounted+gt",
+    "ppo", "sac", "ppo-beta",
+    # the reward ablation, online (the paper's setting) and carried over training runs
+    "beta:immediate", "beta:discounted", "beta:discounted+gt",
+    "beta-carry:immediate", "beta-carry:discounted", "beta-carry:discounted+gt",
+    # not in the paper: the signed L-update change (penalizes NLL rebounds that G_lp ignores)
+    "beta-carry:immediate:16",
 )
 SWEEP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -85,15 +90,34 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def fixed_sweep(args: Args, env_kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
     """Final score of each fixed alpha on the sweep seeds (in-process: the surrogate is fast)."""
+    from agents.beta_agent import BetaAgentConfig
+
     make_env = make_env_factory(args.env, env_kwargs)
     env = make_env()
     seeds = list(range(args.sweep_seed_offset, args.sweep_seed_offset + args.sweep_seeds))
-    scores = [[rollout(env, make_controller(f"fixed:{alpha}"), seed=s).final_score for s in seeds]
-              for alpha in SWEEP_ALPHAS]
+    lambda_gt = BetaAgentConfig().lambda_gt
+    scores, returns = [], {mode: [] for mode in ("immediate", "discounted", "discounted+gt")}
+    for alpha in SWEEP_ALPHAS:
+        finals, totals = [], []
+        for seed in seeds:
+            parts: list[dict[str, float]] = []
+            result = rollout(env, make_controller(f"fixed:{alpha}"), seed=seed,
+                             on_step=lambda r: parts.append(r.info["reward_components"]))
+            finals.append(result.final_score)
+            totals.append({k: sum(p[k] for p in parts) for k in ("immediate", "discounted", "grounded")})
+        scores.append(finals)
+        for mode in returns:
+            per_seed = [t["immediate"] if mode == "immediate" else
+                        t["discounted"] + (lambda_gt * t["grounded"] if mode == "discounted+gt" else 0.0)
+                        for t in totals]
+            returns[mode].append(float(np.mean(per_seed)))
     env.close()
     sweep = {"env_id": args.env, "env_kwargs": env_kwargs, "seeds": seeds, "alphas": list(SWEEP_ALPHAS),
              "final_score_mean": [float(np.mean(s)) for s in scores],
-             "final_score_std": [float(np.std(s, ddof=1)) for s in scores]}
+             "final_score_std": [float(np.std(s, ddof=1)) for s in scores],
+             # Does each reward mode's episode return (per-window credit, summed) peak where the final
+             # score does? discounted+gt uses the Beta agent's default lambda_gt.
+             "episode_return_mean": returns, "lambda_gt": lambda_gt}
     atomic_write_text(path, json.dumps(sweep, indent=2))
     return sweep
 
@@ -116,12 +140,13 @@ def claims(rows: dict[str, dict[str, Any]], best_fixed: str) -> dict[str, Any]:
                 "prob_improvement": pi.value, "pi_ci_low": pi.low, "pi_ci_high": pi.high,
                 "beats_with_confidence": pi.low > 0.5, "worse_with_confidence": pi.high < 0.5,
             }
-    ablation = ["beta:immediate", OPSD, "beta:discounted", "beta:discounted+gt"]
-    if all(a in rows for a in ablation):
-        iqms = {a: rows[a]["iqm"] for a in ablation}
-        observed = sorted(ablation, key=lambda a: iqms[a])
-        out["ablation"] = {"paper_order_low_to_high": ablation, "observed_order_low_to_high": observed,
-                           "iqm": iqms, "matches_paper": observed == ablation}
+    for prefix in ("beta", "beta-carry"):
+        ablation = [f"{prefix}:immediate", OPSD, f"{prefix}:discounted", f"{prefix}:discounted+gt"]
+        if all(a in rows for a in ablation):
+            iqms = {a: rows[a]["iqm"] for a in ablation}
+            observed = sorted(ablation, key=lambda a: iqms[a])
+            out[f"ablation_{prefix}"] = {"paper_order_low_to_high": ablation, "observed_order_low_to_high": observed,
+                                         "iqm": iqms, "matches_paper": observed == ablation}
     return out
 
 

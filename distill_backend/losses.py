@@ -12,12 +12,19 @@ Two layers:
   autograd. They are the definitions (SPEC section 1) and the reference the tests compare against.
 * :func:`distillation_loss` evaluates one of them **chunk by chunk over the valid positions** inside
   a custom :class:`torch.autograd.Function`: each chunk's loss and its gradient with respect to the
-  student logits are computed in the forward pass, the chunk's fp32 intermediates are freed, and
-  only the gradient (one ``(B, T, V)`` tensor in the logits' own dtype) is kept for backward. A
-  plain Python loop over chunks would not bound memory, because autograd would keep every chunk's
-  intermediates alive until ``backward``; the naive full computation keeps several ``(B, T, V)``
-  fp32 tensors (upcasts, two log-softmaxes, probabilities, pointwise terms). See
-  ``benchmarks/backend_throughput.py`` for the measured peak-memory ratio.
+  student logits are computed in the forward pass (closed form for forward KL, reverse KL and the
+  sampled-token loss, with in-place fp32 buffers; autograd on the chunk for the JSD), the chunk's
+  buffers are freed, and only the gradient (one ``(B, T, V)`` tensor in the logits' own dtype) is
+  kept for backward. A plain Python loop over chunks would not bound memory, because autograd
+  would keep every chunk's intermediates alive until ``backward``; the naive full computation
+  keeps several ``(B, T, V)`` fp32 tensors (upcasts, two log-softmaxes, probabilities, pointwise
+  terms). ``benchmarks/backend_throughput.py`` measures the peak memory of all three at Qwen3's
+  151,936-entry vocabulary.
+
+  The ``(B, T, V)`` gradient is the floor of any loss defined on logits (autograd needs it to
+  backpropagate into ``lm_head``): for bf16 logits it is about a tenth of the naive peak, for fp32
+  logits about a fifth. Going below needs the loss fused with the ``lm_head`` projection (as TRL's
+  ``DistillationTrainer`` does on hidden states), which this logits-level interface does not do.
 
 Conventions:
 
@@ -66,8 +73,12 @@ class LossConfig:
     """Generalized-JSD interpolation in [0, 1] (TRL convention: 0 = forward KL, 1 = reverse KL).
     Used by ``jsd`` only."""
     chunk_size: int = 256
-    """Number of (batch, position) rows evaluated at once. Peak extra memory is about the
-    ``(B, T, V)`` gradient in the logits' dtype plus ~10 fp32 tensors of ``chunk_size x V``."""
+    """Largest number of valid (batch, position) rows evaluated at once (see ``chunk_elements``)."""
+    chunk_elements: int = 2**22
+    """Cap on rows x V per chunk, so the chunk shrinks with the vocabulary: 256 rows of a tiny
+    vocabulary, 27 rows of Qwen3's 151,936. Peak extra memory is about the ``(B, T, V)`` gradient in
+    the logits' dtype plus three to four fp32 buffers of one chunk (about ten for ``jsd``), i.e.
+    ~64 MB of buffers at the default cap."""
 
     def __post_init__(self) -> None:
         check_choice("loss", self.kind, LOSS_KINDS)
@@ -75,6 +86,11 @@ class LossConfig:
             check_range("tau", self.tau, 0.0, None, low_inclusive=False)
         check_range("beta", self.beta, 0.0, 1.0)
         check_range("chunk_size", self.chunk_size, 1, None, integer=True)
+        check_range("chunk_elements", self.chunk_elements, 1, None, integer=True)
+
+    def rows_per_chunk(self, vocab_size: int) -> int:
+        """Rows evaluated at once for a vocabulary of ``vocab_size`` entries (at least one)."""
+        return max(1, min(self.chunk_size, self.chunk_elements // max(vocab_size, 1)))
 
     def per_position_fn(self) -> PerPositionLoss:
         """The pure per-position loss this config selects, as ``fn(student, teacher, tokens)``."""
@@ -381,14 +397,15 @@ def _distillation_loss(
     _validate_inputs(student_logits, teacher_logits, mask, tokens)
     batch_idx, pos_idx = mask.to(torch.bool).nonzero(as_tuple=True)
     kernel = _chunk_kernel(config)
+    rows_per_chunk = config.rows_per_chunk(student_logits.shape[-1])
     teacher = teacher_logits.detach()
     if student_logits.requires_grad and torch.is_grad_enabled():
         outputs = _ChunkedDistillation.apply(
-            student_logits, teacher, batch_idx, pos_idx, tokens, kernel, config.chunk_size
+            student_logits, teacher, batch_idx, pos_idx, tokens, kernel, rows_per_chunk
         )
         return LossOutput(*outputs)
     result = _chunked_pass(
-        student_logits.detach(), teacher, (batch_idx, pos_idx), tokens, kernel, config.chunk_size, need_grad=False
+        student_logits.detach(), teacher, (batch_idx, pos_idx), tokens, kernel, rows_per_chunk, need_grad=False
     )
     return LossOutput(result.loss, result.per_token, result.mismatch, result.confidence)
 
@@ -403,6 +420,7 @@ def distillation_loss(
     beta: float = 0.5,
     sampled_tokens: torch.Tensor | None = None,
     chunk_size: int = 256,
+    chunk_elements: int = 2**22,
 ) -> LossOutput:
     """Distillation loss of student logits against (constant) teacher logits over valid positions.
 
@@ -410,12 +428,12 @@ def distillation_loss(
         student_logits: ``(B, T, V)``, any float dtype; position ``n`` predicts completion token ``n``.
         teacher_logits: ``(B, T, V)``, same positions; detached here.
         mask: ``(B, T)`` bool (or 0/1); False marks padding / prompt positions that must not count.
-        kind, tau, beta, chunk_size: see :class:`LossConfig` (validated there).
+        kind, tau, beta, chunk_size, chunk_elements: see :class:`LossConfig` (validated there).
         sampled_tokens: ``(B, T)`` token ids the student sampled; required for ``sampled_token``.
 
     Returns:
         :class:`LossOutput`. Peak memory beyond the inputs is about one ``(B, T, V)`` gradient in the
         student's dtype plus a few ``chunk_size x V`` fp32 buffers (see the module docstring).
     """
-    config = LossConfig(kind=kind, tau=tau, beta=beta, chunk_size=chunk_size)
+    config = LossConfig(kind=kind, tau=tau, beta=beta, chunk_size=chunk_size, chunk_elements=chunk_elements)
     return _distillation_loss(config, student_logits, teacher_logits, mask, sampled_tokens)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -51,6 +52,7 @@ from exposure_env.errors import ConfigError, check_range
 
 RECIPE_VERSION = "1"
 """Bump when the recipe's code changes meaning, so old cache entries are not reused."""
+LOGGER = logging.getLogger(__name__)
 REPORT_FILE = "warmstart.json"
 REPORT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -205,6 +207,7 @@ def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path) -> WarmStart
             continue
         accuracy = _greedy_accuracy(model, tokenizer, selection, selection_prompts, device)
         history.append((step, accuracy))
+        LOGGER.info("warm start step %d: loss %.3f, student greedy accuracy %.3f", step, loss.item(), accuracy)
         if best is None or abs(accuracy - config.target_accuracy) < abs(best[1] - config.target_accuracy):
             best = (step, accuracy, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if accuracy > high:

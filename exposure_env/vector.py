@@ -21,6 +21,8 @@ Semantics (Gymnasium 1.x vector API):
   ``num_envs = 1`` the first episode is identical to ``gym.make("ATESD-Surrogate-v0")`` reset with
   the same seed; later episodes differ (the single env re-seeds its backend from its own generator
   at each reset, the batch draws new students from the shared one).
+- ``max_episode_steps`` (optional, as ``gym.make_vec`` passes it) truncates episodes after that
+  many env steps, like ``TimeLimit`` on the single env.
 - Divergence (collapse, non-finite statistics) terminates that sub-env with reward
   ``-divergence_penalty``, exactly like :class:`~exposure_env.env.ExposureEnv`.
 - Bad actions: NaN/inf or a shape other than ``(num_envs, 1)`` / ``(num_envs,)`` raise
@@ -67,9 +69,12 @@ class SurrogateVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any) -> None:
         check_range("num_envs", num_envs, 1, None, integer=True)
+        if max_episode_steps is not None:
+            check_range("max_episode_steps", max_episode_steps, 1, None, integer=True)
         self.num_envs = int(num_envs)
+        self.max_episode_steps = max_episode_steps
         self.config, self.params = split_surrogate_kwargs(kwargs)
         self.single_observation_space = observation_space()
         self.single_action_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
@@ -77,6 +82,14 @@ class SurrogateVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rng: np.random.Generator | None = None
         self._state: SurrogateState | None = None
+        n = self.num_envs
+        # Per sub-env end-of-window statistics the observation and the next reward are built from.
+        self._updates = np.zeros(n, dtype=np.int64)
+        self._steps = np.zeros(n, dtype=np.int64)  # env steps of the current episode (for truncation)
+        self._autoreset = np.zeros(n, dtype=bool)
+        self._ema = np.zeros((n, len(EMA_SOURCES)))
+        self._score, self._mismatch = np.zeros(n), np.zeros(n)
+        self._confidence, self._progress = np.zeros(n), np.zeros(n)
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -84,8 +97,9 @@ class SurrogateVectorEnv(VectorEnv):
         self._rng = np.random.default_rng(seed)
         n = self.num_envs
         self._state = initial(self.params, self._rng, n)
-        self._updates = np.zeros(n, dtype=np.int64)
-        self._autoreset = np.zeros(n, dtype=bool)
+        self._updates[:] = 0
+        self._steps[:] = 0
+        self._autoreset[:] = False
         alpha = np.full(n, self.params.reset_reveal_ratio)
         observed = observe(self.params, self._state, alpha, self._rng)
         self._set_stats(np.ones(n, dtype=bool), alpha, observed.stats, observed.score)
@@ -105,21 +119,30 @@ class SurrogateVectorEnv(VectorEnv):
         remaining = cfg.total_updates - self._updates
         num_updates = np.where(restart, 0, np.minimum(cfg.hold_window, remaining))
         l_before = self._progress.copy()
-        traces = np.full((len(TRACE_FIELDS), n, cfg.hold_window), np.nan)
         parts = {name: np.zeros(n) for name in ("immediate", "discounted", "grounded")}
 
         # Sub-envs run windows of at most two lengths (hold_window, and the remainder of the
-        # budget); each length is one batched transition.
-        lengths = np.unique(num_updates).tolist()
-        for length in lengths:
-            if length == 0:
-                continue
-            rows = slice(None) if len(lengths) == 1 else np.flatnonzero(num_updates == length)
-            self._run(rows, length, alpha, traces, rewards, parts, terminated, diverged)
+        # budget); each length is one batched transition. Usually all rows share one length.
+        first = int(num_updates[0])
+        if (num_updates == first).all():
+            groups = [(slice(None), first)] if first else []
+        else:
+            groups = [(np.flatnonzero(num_updates == length), length)
+                      for length in np.unique(num_updates).tolist() if length]
+        if len(groups) == 1 and groups[0][1] == cfg.hold_window and isinstance(groups[0][0], slice):
+            traces = self._run(slice(None), cfg.hold_window, alpha, rewards, parts, terminated, diverged)
+        else:  # shorter windows and reset rows are padded with NaN
+            traces = np.full((len(TRACE_FIELDS), n, cfg.hold_window), np.nan)
+            for rows, length in groups:
+                traces[:, rows, :length] = self._run(rows, length, alpha, rewards, parts, terminated, diverged)
 
         if restart.any():
             self._restart(restart)
-        self._autoreset = terminated.copy()
+        self._steps += ~restart
+        truncated = np.zeros(n, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = (self._steps >= self.max_episode_steps) & ~terminated
+        self._autoreset = terminated | truncated
         trace = {name: traces[i] for i, name in enumerate(TRACE_FIELDS)}
         trace["progress"] = trace[cfg.progress_signal]
         trace["grounded"] = trace["teacher_answer_logprob"]
@@ -129,11 +152,11 @@ class SurrogateVectorEnv(VectorEnv):
             "diverged": diverged, "progress_before": l_before, "num_updates": num_updates,
             "reward_components": parts, "trace": trace,
         }
-        return self._observation(), rewards, terminated, np.zeros(n, dtype=bool), info
+        return self._observation(), rewards, terminated, truncated, info
 
-    def _run(self, rows, length, alpha, traces, rewards, parts, terminated, diverged) -> None:
+    def _run(self, rows, length, alpha, rewards, parts, terminated, diverged) -> np.ndarray:
         """Advance the sub-envs ``rows`` (index array or ``slice(None)``) by one window of
-        ``length`` updates, writing into the output arrays."""
+        ``length`` updates, writing into the output arrays; returns the (F, rows, length) traces."""
         cfg, params, state = self.config, self.params, self._state
         sub = SurrogateState(state.logit[:, rows], state.shallow[rows])
         window = transition(params, sub, alpha[rows], length, self._rng)
@@ -141,11 +164,11 @@ class SurrogateVectorEnv(VectorEnv):
         score = window.score[:, -1]
         l_trace = t[_FIELD_INDEX[cfg.progress_signal]]
         comp = reward_components(self._progress[rows], l_trace, t[_ANSWER_LOGPROB], cfg.gamma)
-        bad = (score < params.collapse_score) | ~np.isfinite(t).all(axis=(0, 2))
+        # one pass instead of isfinite + all: the sum is finite iff every (bounded) entry is
+        bad = (score < params.collapse_score) | ~np.isfinite(t.sum(axis=(0, 2)))
         rewards[rows] = np.where(bad, -cfg.divergence_penalty, combine_reward(cfg.reward_mode, comp, cfg.lambda_gt))
         for name, value in comp._asdict().items():
             parts[name][rows] = np.where(bad, 0.0, value)
-        traces[:, rows, :length] = t
         diverged[rows] = bad
 
         # A diverged sub-env keeps its last good statistics (as ExposureEnv does) and terminates.
@@ -162,6 +185,7 @@ class SurrogateVectorEnv(VectorEnv):
             target[rows] = np.where(good, value, target[rows])
         self._updates[rows] += np.where(good, length, 0)
         terminated[rows] = bad | (self._updates[rows] >= cfg.total_updates)
+        return t
 
     def _restart(self, mask: np.ndarray) -> None:
         """Start new runs in the sub-envs of ``mask`` (the NEXT_STEP autoreset)."""
@@ -170,17 +194,13 @@ class SurrogateVectorEnv(VectorEnv):
         self._state.logit[:, mask] = fresh.logit
         self._state.shallow[mask] = fresh.shallow
         self._updates[mask] = 0
+        self._steps[mask] = 0
         alpha = np.full(count, self.params.reset_reveal_ratio)
         observed = observe(self.params, fresh, alpha, self._rng)
         self._set_stats(mask, alpha, observed.stats, observed.score)
 
     def _set_stats(self, mask: np.ndarray, alpha: np.ndarray, stats: np.ndarray, score: np.ndarray) -> None:
         """Set the end-of-window statistics and start the EMAs of the sub-envs in ``mask``."""
-        if not hasattr(self, "_ema") or self._ema.shape[0] != self.num_envs:
-            n = self.num_envs
-            self._ema = np.zeros((n, len(EMA_SOURCES)))
-            self._score, self._mismatch = np.zeros(n), np.zeros(n)
-            self._confidence, self._progress = np.zeros(n), np.zeros(n)
         self._ema[mask] = np.concatenate([alpha[None], stats[_EMA_ROWS]]).T
         self._score[mask] = score
         self._mismatch[mask] = stats[_MISMATCH]

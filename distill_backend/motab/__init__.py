@@ -4,8 +4,8 @@ dual exposure-bias measurements.
 Layers, lowest first: :mod:`.config`, :mod:`.monitor`, :mod:`.backtrack`, :mod:`.stitch` (pure
 algorithm on numbers and token texts); :mod:`.lm` (batched scoring and sampling of any causal LM);
 :mod:`.pipeline` (MOTAB trajectories), :mod:`.skd` (step/token SKD baselines), :mod:`.training`
-(SFT and on-policy reverse KL), :mod:`.exposure_bias` (the two bias measurements) and
-:mod:`.composition` (``rollout="motab"`` for the OPSD backend). Only the pure layers are imported
+(SFT and on-policy reverse KL), :mod:`.pair` (the teacher–student pair), :mod:`.exposure_bias`
+(the two bias measurements) and :mod:`.composition` (``rollout="motab"`` for the OPSD backend). Only the pure layers are imported
 here, so ``import distill_backend.motab`` stays light.
 """
 

@@ -108,7 +108,7 @@ def train_sft(
         order = order[cfg.batch_size:]
         loss, count = sft_loss(model, batch, pad_id)
         _step(model, optimizer, loss, cfg.grad_clip)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         tokens += count
     model.eval()
     return StageLog(losses, cfg.updates * cfg.batch_size, tokens)
@@ -140,7 +140,7 @@ def train_onpolicy_rkl(
         s_logits, _, mask = completion_batch(student, s_prompts, completions, pad_id)
         out = distillation_loss(s_logits, t_logits, mask, kind="reverse_kl")
         _step(student, optimizer, out.loss, cfg.grad_clip)
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
         tokens += int(mask.sum())
     student.eval()
     return StageLog(losses, cfg.updates * cfg.batch_size, tokens)

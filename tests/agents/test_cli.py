@@ -67,3 +67,15 @@ def test_compare_writes_json_and_markdown(tmp_path):
     assert "| `random` |" in markdown and "IQM" in markdown
     assert (out / "compare.png").exists()
     assert len(list((out / "runs").glob("*/decisions.jsonl"))) == 4
+
+
+def test_beta_carry_trains_on_other_seeds_before_the_evaluated_run(tmp_path):
+    from agents.registry import make_controller
+    from agents.runner import RunConfig, run_controlled
+
+    controller = make_controller("beta-carry", batch_size=4)
+    summary = run_controlled(RunConfig(agent="beta-carry", env_kwargs={"total_updates": 40, "hold_window": 4},
+                                       train_episodes=3, out_dir=str(tmp_path), progress_bar=False, plot=False),
+                             controller=controller)
+    # 3 training runs + the evaluated run of 10 decisions each, batches of 4
+    assert controller.num_updates == 10 and summary.train_time_s > 0

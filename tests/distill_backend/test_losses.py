@@ -320,3 +320,16 @@ def test_loss_config_is_callable_and_frozen():
     )
     with pytest.raises(AttributeError):
         config.kind = "jsd"  # type: ignore[misc]
+
+
+def test_rows_per_chunk_caps_rows_times_vocab():
+    config = LossConfig(chunk_size=256, chunk_elements=2**22)
+    assert config.rows_per_chunk(100) == 256  # tiny vocabulary: the row cap binds
+    assert config.rows_per_chunk(151_936) == 2**22 // 151_936 == 27  # Qwen3: the element cap binds
+    assert LossConfig(chunk_size=4, chunk_elements=10).rows_per_chunk(1000) == 1  # never zero rows
+    with pytest.raises(ConfigError, match="chunk_elements"):
+        LossConfig(chunk_elements=0)
+    # The element cap changes the chunking, never the result.
+    student, teacher, mask, _ = _random_case(15)
+    capped = distillation_loss(student, teacher, mask, chunk_elements=2 * student.shape[-1])
+    assert capped.loss.item() == pytest.approx(distillation_loss(student, teacher, mask).loss.item(), rel=1e-12)

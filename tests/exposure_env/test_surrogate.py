@@ -221,3 +221,34 @@ def test_competence_is_per_level_and_mixed_by_the_difficulty_mix():
     state = initial(params, np.random.default_rng(2), 8)
     assert competence(state).shape == (3, 8)
     assert np.allclose(expected_accuracy(params, state), np.array([0.6, 0.3, 0.1]) @ competence(state))
+
+
+def test_benchmark_scripts_write_their_results(tmp_path):
+    from benchmarks import env_throughput, surrogate_sweep
+
+    out = tmp_path / "throughput.json"
+    result = env_throughput.main(["--out", str(out), "--steps", "300", "--repeats", "1", "--batch-sizes", "1", "4",
+                                  "--batched-env-steps", "400"])
+    saved = json.loads(out.read_text())
+    assert set(saved) >= {"surrogate_steps_per_s", "cartpole_steps_per_s", "ratio_vs_cartpole", "batched"}
+    assert set(saved["batched"]) == {"1", "4"} and saved["ratio_vs_cartpole"] == result["ratio_vs_cartpole"] > 0
+
+    out = tmp_path / "sweep.json"
+    surrogate_sweep.main(["--out", str(out), "--seeds", "4"])
+    saved = json.loads(out.read_text())
+    assert [row["alpha"] for row in saved["fixed"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert {"ramp_0.2_to_1.0", "greedy_immediate"} <= set(saved["adaptive"])
+
+
+def test_deep_copied_env_continues_identically():
+    """Lookahead controllers copy the env; the copy must not share state or RNG with the original."""
+    env = gym.make(SURROGATE_ID)
+    env.reset(seed=2)
+    env.step(np.array([0.3], dtype=np.float32))
+    twin = copy.deepcopy(env)
+    for alpha in (0.9, 0.1, 0.5):
+        a = env.step(np.array([alpha], dtype=np.float32))
+        b = twin.step(np.array([alpha], dtype=np.float32))
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    twin.step(np.array([1.0], dtype=np.float32))
+    assert env.unwrapped.backend.state_dict()["updates_done"] == 16

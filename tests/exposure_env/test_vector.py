@@ -118,3 +118,17 @@ def test_bad_config_raises_config_error():
         SurrogateVectorEnv(num_envs=2, gamma=2.0)
     with pytest.raises(ConfigError, match="learning_rate"):
         SurrogateVectorEnv(num_envs=2, params={"learning_rate": -1})
+
+
+def test_max_episode_steps_truncates_like_time_limit():
+    envs = make_vec(3, max_episode_steps=5)
+    single = gym.make(SURROGATE_ID, max_episode_steps=5)
+    envs.reset(seed=0)
+    single.reset(seed=0)
+    for step in range(5):
+        _, _, terminated, truncated, _ = envs.step(np.full((3, 1), 0.5, dtype=np.float32))
+        _, _, term_single, trunc_single, _ = single.step(np.array([0.5], dtype=np.float32))
+        assert truncated.tolist() == [step == 4] * 3 and not terminated.any()
+        assert trunc_single == (step == 4) and not term_single
+    obs, rewards, _, truncated, info = envs.step(np.full((3, 1), 0.5, dtype=np.float32))
+    assert (rewards == 0).all() and (info["updates_done"] == 0).all() and not truncated.any()

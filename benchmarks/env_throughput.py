@@ -1,0 +1,200 @@
+"""How fast is the surrogate env, against CartPole and as a native batch?
+
+    python -m benchmarks.env_throughput --out benchmarks/results/env_throughput.json
+
+In one process: env steps/s of ``ATESD-Surrogate-v0`` and of ``CartPole-v1``, both built with
+``gym.make`` (default wrappers) and stepped the same number of times with resets on episode end,
+in interleaved repeats (median of the repeats); their ratio; env-steps/s of the native batched
+surrogate (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at 1, 64 and 1024 envs.
+As a diagnostic it also times :class:`~exposure_env.env.ExposureEnv` over a backend that does no
+work, which separates the env's own cost per step from the surrogate backend's.
+
+Goals from the issue: ``ratio_vs_cartpole >= 1`` and ``batched_ratio_1024_vs_single >= 100``
+(``batched["1024"] / surrogate_steps_per_s``). The machine is shared: only ratios measured side by
+side in this run are meaningful, absolute rates are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+import exposure_env
+from agents.base import atomic_write_text
+from exposure_env.env import ExposureEnv
+from exposure_env.types import TRACE_FIELDS, TrainingStats, UpdateTrace, WindowResult
+
+
+@dataclass(frozen=True)
+class Args:
+    """Command-line arguments (each field is a ``--flag``)."""
+
+    out: str = "benchmarks/results/env_throughput.json"
+    """Result JSON (written atomically); a PNG with the same stem is written next to it."""
+    steps: int = 20_000
+    """Env steps per timed repeat, for the surrogate and for CartPole alike."""
+    repeats: int = 7
+    """Interleaved repeats of every single-env measurement; the median is reported."""
+    batch_sizes: tuple[int, ...] = (1, 64, 1024)
+    """Numbers of envs of the native batched surrogate."""
+    batched_env_steps: int = 200_000
+    """Env steps (summed over the batch) per timed repeat of a batched measurement (between 50 and
+    ``steps`` batch steps)."""
+    seed: int = 0
+    """Seed of the envs and of the random actions."""
+
+
+class _IdleBackend:
+    """A backend that does no work: times ExposureEnv's own overhead per step."""
+
+    def __init__(self) -> None:
+        self._stats = TrainingStats(0, 0.5, 0.5, 1.0, 0.3, 1.5, 0.6, -0.8, 1.0, 30.0, 0.4)
+        self._trace = UpdateTrace(*(np.full(4, 0.5) for _ in TRACE_FIELDS))
+
+    def reset(self, seed: int | None = None) -> TrainingStats:
+        self._stats = self._stats._replace(updates_done=0)
+        return self._stats
+
+    def run_window(self, reveal_ratio: float, num_updates: int) -> WindowResult:
+        self._stats = self._stats._replace(updates_done=self._stats.updates_done + num_updates)
+        return WindowResult(self._stats, self._trace)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def time_single(env: gym.Env, actions: list, seed: int) -> float:
+    """Steps/s of ``len(actions)`` steps, resetting on episode end (resets are timed too)."""
+    env.reset(seed=seed)
+    step, reset = env.step, env.reset
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = step(action)
+        if terminated or truncated:
+            reset()
+    return len(actions) / (time.perf_counter() - start)
+
+
+def time_batched(num_envs: int, env_steps: int, max_batch_steps: int, seed: int) -> float:
+    envs = gym.make_vec(exposure_env.SURROGATE_ID, num_envs=num_envs, vectorization_mode="vector_entry_point")
+    batch_steps = max(50, min(max_batch_steps, env_steps // num_envs))
+    actions = np.random.default_rng(seed).random((batch_steps, num_envs, 1)).astype(np.float32)
+    envs.reset(seed=seed)
+    step = envs.step
+    start = time.perf_counter()
+    for action in actions:
+        step(action)
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return batch_steps * num_envs / elapsed
+
+
+def measure(args: Args) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed)
+    surrogate_actions = list(rng.random((args.steps, 1)).astype(np.float32))
+    cartpole_actions = rng.integers(0, 2, size=args.steps).tolist()
+    contenders: dict[str, tuple[Callable[[], gym.Env], list]] = {
+        "surrogate": (lambda: gym.make(exposure_env.SURROGATE_ID), surrogate_actions),
+        "cartpole": (lambda: gym.make("CartPole-v1"), cartpole_actions),
+        "idle_backend": (lambda: ExposureEnv(_IdleBackend()), surrogate_actions),
+    }
+    envs = {name: make() for name, (make, _) in contenders.items()}
+    for name, env in envs.items():  # warm-up (first-step env checker, caches)
+        time_single(env, contenders[name][1][:500], args.seed)
+    rates: dict[str, list[float]] = {name: [] for name in envs}
+    for _ in range(args.repeats):  # interleaved, so load changes hit every contender alike
+        for name, env in envs.items():
+            rates[name].append(time_single(env, contenders[name][1], args.seed))
+    batched_rates = {str(n): [] for n in args.batch_sizes}
+    for _ in range(max(3, args.repeats // 2)):
+        for n in args.batch_sizes:
+            batched_rates[str(n)].append(time_batched(n, args.batched_env_steps, args.steps, args.seed))
+
+    surrogate = statistics.median(rates["surrogate"])
+    cartpole = statistics.median(rates["cartpole"])
+    idle = statistics.median(rates["idle_backend"])
+    batched = {n: statistics.median(v) for n, v in batched_rates.items()}
+    largest = str(max(args.batch_sizes))
+    return {
+        "surrogate_steps_per_s": surrogate,
+        "cartpole_steps_per_s": cartpole,
+        "ratio_vs_cartpole": surrogate / cartpole,
+        "batched": batched,
+        f"batched_ratio_{largest}_vs_single": batched[largest] / surrogate,
+        "goals": {"ratio_vs_cartpole": 1.0, f"batched_ratio_{largest}_vs_single": 100.0},
+        "diagnostics": {
+            "idle_backend_exposure_env_steps_per_s": idle,
+            "us_per_step": {"surrogate": 1e6 / surrogate, "cartpole": 1e6 / cartpole,
+                            "exposure_env_overhead": 1e6 / idle,
+                            "surrogate_backend_estimate": 1e6 / surrogate - 1e6 / idle},
+            "batched_ratio_vs_batched_1": {n: v / batched[str(min(args.batch_sizes))] for n, v in batched.items()},
+            "repeats": {"single": rates, "batched": batched_rates},
+        },
+        "args": dataclasses.asdict(args),
+        "machine": {"python": platform.python_version(), "numpy": np.__version__, "gymnasium": gym.__version__,
+                    "note": "2 shared CPU cores; compare ratios only"},
+    }
+
+
+def plot(path: Path, result: dict[str, Any]) -> None:
+    from benchmarks.surrogate_sweep import pyplot, save_figure
+
+    plt = pyplot()
+    labels = ["CartPole-v1", "Surrogate-v0"] + [f"batched x{n}" for n in result["batched"]]
+    values = [result["cartpole_steps_per_s"], result["surrogate_steps_per_s"], *result["batched"].values()]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(labels, values, color=["grey", "tab:blue"] + ["tab:green"] * len(result["batched"]))
+    ax.set_yscale("log")
+    ax.set_ylabel("env steps / s (log)")
+    ax.set_title(f"ratio vs CartPole {result['ratio_vs_cartpole']:.2f}; "
+                 f"batched x1024 / single {result.get('batched_ratio_1024_vs_single', float('nan')):.0f}")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Args):
+        if f.type in ("tuple[int, ...]",):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=f.default)
+        else:
+            kind = {"int": int, "str": str}[f.type]
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    values = vars(parser.parse_args(argv))
+    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = measure(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    try:
+        plot(out.with_suffix(".png"), result)
+    except ImportError:
+        pass  # matplotlib is optional; the JSON is the result
+    summary = {k: result[k] for k in ("surrogate_steps_per_s", "cartpole_steps_per_s", "ratio_vs_cartpole", "batched")}
+    print(json.dumps(summary, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""What does the surrogate say about fixed and adaptive exposure?
+
+    python -m benchmarks.surrogate_sweep --out benchmarks/results/surrogate_sweep.json
+
+Runs the default ``ATESD-Surrogate-v0`` (default params, ``total_updates=200``, ``hold_window=4``)
+on the students of seeds ``0..seeds-1`` (the ones ``env.reset(seed=s)`` draws) under:
+
+- every fixed reveal ratio of ``alphas``: final score (expected accuracy) mean with a 95%
+  t-interval over seeds, mismatch (mean of the reported per-update mismatch over the run, and the
+  noise-free mismatch of the final student at that alpha), final competence per difficulty level;
+- adaptive schedules: a linear ramp 0.2 -> 1.0, a competence-driven rule
+  ``alpha = clip(1.5 * score - 0.3, 0, 1)`` and a greedy controller that maximizes the immediate
+  reward of the next window on a noise-free copy of the state;
+- an alternating 0 / 1 schedule, which probes whether the positive-part discounted reward can be
+  gamed by the transient probe-NLL component (it rewards the rises of the transient and ignores
+  its falls).
+
+For every schedule it also reports the episode return in each reward mode, computed by
+:mod:`exposure_env.rewards` on the same traces the env would see. Adaptive schedules are compared
+with the best fixed alpha by the paired difference over the same students (95% t-interval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from agents.base import atomic_write_text
+from exposure_env.config import ExposureEnvConfig
+from exposure_env.rewards import REWARD_MODES, combine_reward, reward_components, window_reward
+from exposure_env.surrogate import (
+    SurrogateParams,
+    SurrogateState,
+    competence,
+    expected_accuracy,
+    initial_for_seeds,
+    observe,
+    tile_state,
+    transition,
+)
+from exposure_env.types import TRACE_FIELDS
+
+PROBE_NLL = TRACE_FIELDS.index("probe_nll")
+MISMATCH = TRACE_FIELDS.index("mismatch")
+ANSWER_LOGPROB = TRACE_FIELDS.index("teacher_answer_logprob")
+
+Schedule = Callable[[int, SurrogateState], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Args:
+    """Command-line arguments (each field is a ``--flag``)."""
+
+    out: str = "benchmarks/results/surrogate_sweep.json"
+    """Result JSON (written atomically); a PNG with the same stem is written next to it."""
+    seeds: int = 50
+    """Students (seeds 0..seeds-1) per schedule."""
+    noise_seed: int = 1
+    """Seed of the learning and observation noise of the runs."""
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """Fixed reveal ratios of the sweep (also the greedy controller's grid)."""
+
+
+class RunResult(NamedTuple):
+    final: SurrogateState
+    returns: dict[str, np.ndarray]  # reward mode -> (B,) episode return
+    mean_mismatch: np.ndarray  # (B,) mean reported mismatch over the run
+
+
+def simulate(params: SurrogateParams, config: ExposureEnvConfig, start: SurrogateState, schedule: Schedule,
+             seed: int) -> RunResult:
+    """One run per column of ``start``, rewarded exactly as ``ExposureEnv`` rewards it."""
+    rng = np.random.default_rng(seed)
+    batch = start.shallow.size
+    state = start
+    l_before = observe(params, state, np.full(batch, params.reset_reveal_ratio), rng).stats[PROBE_NLL]
+    returns = {mode: np.zeros(batch) for mode in REWARD_MODES}
+    mismatch_sum = np.zeros(batch)
+    done = 0
+    for w in range(config.num_decisions):
+        length = min(config.hold_window, config.total_updates - done)
+        window = transition(params, state, schedule(w, state), length, rng)
+        l_trace = window.traces[PROBE_NLL]
+        parts = reward_components(l_before, l_trace, window.traces[ANSWER_LOGPROB], config.gamma)
+        for mode in REWARD_MODES:
+            returns[mode] += combine_reward(mode, parts, config.lambda_gt)
+        mismatch_sum += window.traces[MISMATCH].sum(axis=1)
+        l_before, state, done = l_trace[:, -1], window.state, done + length
+    return RunResult(state, returns, mismatch_sum / config.total_updates)
+
+
+def greedy_schedule(params: SurrogateParams, config: ExposureEnvConfig, grid: np.ndarray) -> Schedule:
+    """Pick, each window, the grid alpha with the best immediate reward on a noise-free copy."""
+    quiet = params.replace(observation_noise=(0.0,) * len(TRACE_FIELDS), learning_noise=0.0)
+
+    def choose(w: int, state: SurrogateState) -> np.ndarray:
+        batch = state.shallow.size
+        before = np.tile(observe(quiet, state, np.full(batch, 0.5)).stats[PROBE_NLL], grid.size)
+        look = transition(quiet, tile_state(state, grid.size), np.repeat(grid, batch), config.hold_window,
+                          np.random.default_rng(w))
+        reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[ANSWER_LOGPROB],
+                               config.gamma, config.lambda_gt)
+        return grid[reward.reshape(grid.size, batch).argmax(axis=0)]
+
+    return choose
+
+
+def interval(x: np.ndarray) -> dict[str, float]:
+    """Mean and 95% t-interval half-width over seeds."""
+    half = float(scipy_stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return {"mean": float(x.mean()), "ci95": half, "low": float(x.mean()) - half, "high": float(x.mean()) + half}
+
+
+def run_sweep(args: Args) -> dict[str, Any]:
+    params, config = SurrogateParams(), ExposureEnvConfig()
+    start = initial_for_seeds(params, range(args.seeds))
+    alphas = np.array(args.alphas)
+    batch = args.seeds
+    windows = config.num_decisions
+
+    def summarize(result: RunResult) -> dict[str, Any]:
+        return {
+            "final_score": interval(expected_accuracy(params, result.final)),
+            "mean_mismatch": float(result.mean_mismatch.mean()),
+            "returns": {mode: interval(value) for mode, value in result.returns.items()},
+        }
+
+    fixed_alphas = np.repeat(alphas, batch)
+    fixed = simulate(params, config, tile_state(start, alphas.size), lambda w, s: fixed_alphas, args.noise_seed)
+    scores = expected_accuracy(params, fixed.final).reshape(alphas.size, batch)
+    levels = competence(fixed.final).reshape(params.num_levels, alphas.size, batch).mean(axis=2)
+    final_mismatch = observe(params, fixed.final, fixed_alphas).stats[MISMATCH].reshape(alphas.size, batch)
+    rows = []
+    for i, alpha in enumerate(alphas):
+        part = slice(i * batch, (i + 1) * batch)
+        rows.append({
+            "alpha": float(alpha),
+            "final_score": interval(scores[i]),
+            "mean_mismatch": float(fixed.mean_mismatch[part].mean()),
+            "final_mismatch": float(final_mismatch[i].mean()),
+            "final_competence_per_level": levels[:, i].tolist(),
+            "returns": {mode: interval(value[part]) for mode, value in fixed.returns.items()},
+        })
+    best = int(scores.mean(axis=1).argmax())
+
+    schedules: dict[str, Schedule] = {
+        "ramp_0.2_to_1.0": lambda w, s: np.full(s.shallow.size, 0.2 + 0.8 * w / (windows - 1)),
+        "competence_driven": lambda w, s: np.clip(1.5 * expected_accuracy(params, s) - 0.3, 0.0, 1.0),
+        "greedy_immediate": greedy_schedule(params, config, alphas),
+        "alternate_0_1": lambda w, s: np.full(s.shallow.size, float(w % 2)),
+    }
+    adaptive = {}
+    for name, schedule in schedules.items():
+        result = simulate(params, config, start, schedule, args.noise_seed)
+        summary = summarize(result)
+        summary["minus_best_fixed"] = interval(expected_accuracy(params, result.final) - scores[best])
+        adaptive[name] = summary
+
+    return {
+        "config": {"env": dataclasses.asdict(config), "params": params.to_dict(), "seeds": args.seeds,
+                   "noise_seed": args.noise_seed},
+        "fixed": rows,
+        "best_fixed_alpha": float(alphas[best]),
+        "best_alpha_per_level": [float(alphas[j]) for j in levels.argmax(axis=1)],
+        "adaptive": adaptive,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["| schedule | final score (95% CI) | mean mismatch | return (discounted) |", "|---|---|---|---|"]
+    for row in result["fixed"]:
+        s = row["final_score"]
+        lines.append(f"| fixed {row['alpha']:.2f} | {s['mean']:.3f} ± {s['ci95']:.3f} | {row['mean_mismatch']:.3f} "
+                     f"| {row['returns']['discounted']['mean']:.3f} |")
+    for name, row in result["adaptive"].items():
+        s = row["final_score"]
+        lines.append(f"| {name} | {s['mean']:.3f} ± {s['ci95']:.3f} | {row['mean_mismatch']:.3f} "
+                     f"| {row['returns']['discounted']['mean']:.3f} |")
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported lazily: plotting is optional)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
+    """Save atomically (temporary sibling, then rename) and close the figure."""
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    fig.clf()
+    tmp.replace(path)
+
+
+def plot(path: Path, result: dict[str, Any]) -> None:
+    plt = pyplot()
+    alphas = [r["alpha"] for r in result["fixed"]]
+    means = [r["final_score"]["mean"] for r in result["fixed"]]
+    errors = [r["final_score"]["ci95"] for r in result["fixed"]]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.errorbar(alphas, means, yerr=errors, marker="o", capsize=3, label="fixed alpha: final score")
+    for name, row in result["adaptive"].items():
+        if name != "alternate_0_1":
+            ax.axhline(row["final_score"]["mean"], linestyle="--", linewidth=1, label=name,
+                       color={"ramp_0.2_to_1.0": "tab:green", "competence_driven": "tab:purple"}.get(name, "tab:red"))
+    ax.set_xlabel("reveal ratio alpha")
+    ax.set_ylabel("final expected accuracy")
+    twin = ax.twinx()
+    twin.plot(alphas, [r["mean_mismatch"] for r in result["fixed"]], color="grey", marker="s", label="mismatch")
+    twin.set_ylabel("mean mismatch", color="grey")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"ATESD-Surrogate-v0, {result['config']['seeds']} seeds (95% CI)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=Args.out)
+    parser.add_argument("--seeds", type=int, default=Args.seeds)
+    parser.add_argument("--noise-seed", type=int, default=Args.noise_seed)
+    parser.add_argument("--alphas", type=float, nargs="+", default=Args.alphas)
+    values = vars(parser.parse_args(argv))
+    return Args(**{**values, "alphas": tuple(values["alphas"])})
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run_sweep(args)
+    result["table_markdown"] = table(result)
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    try:
+        plot(out.with_suffix(".png"), result)
+    except ImportError:
+        pass
+    print(result["table_markdown"])
+    return result
+
+
+if __name__ == "__main__":
+    main()

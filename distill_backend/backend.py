@@ -1,0 +1,327 @@
+"""``Qwen3DistillBackend``: on-policy self-distillation with partial teacher exposure.
+
+One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` runs it:
+
+1. draw ``questions_per_update`` training questions (epoch-wise permutation, position saved);
+2. sample ``rollouts_per_question`` completions per question from the student prompt, with the KV
+   cache and the backend's own ``torch.Generator`` (no grad);
+3. score the same completion tokens twice: the teacher from ``teacher_prompt(x, y*, alpha)`` under
+   ``no_grad`` (frozen initial weights by default; the live student or an EMA as options; with LoRA
+   the frozen teacher is the adapter-disabled model), the student from ``student_prompt(x)``;
+4. distillation loss over completion tokens (:mod:`distill_backend.losses`), AdamW step with
+   gradient-norm clipping;
+5. statistics: loss, its 90th percentile, top-1 mismatch, student confidence, probe NLL of reference
+   solutions on a fixed probe batch, the teacher's log-prob of the reference answer line on the
+   probe batch at the current exposure, pre-clip gradient norm, mean rollout length.
+
+``score`` (Average@k on the first ``eval_size`` test problems) is refreshed every ``eval_every``
+windows with a generator derived from the run seed and the evaluation index, so how often one
+evaluates never changes the training trajectory.
+
+Nothing here touches process-global state: no global seeding, every random draw comes from the
+backend's ``torch.Generator`` / ``numpy`` generator, which ``state_dict`` saves. That keeps the
+loop ready for data-parallel runs, where every rank receives the same reveal ratio (decided once
+and broadcast by the caller) and only gradient averaging would be added.
+
+This module knows nothing about controllers or rewards; it implements the
+:class:`exposure_env.types.TrainingBackend` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from distill_backend.config import BackendConfig
+from distill_backend.evaluation import EvalConfig, EvalResult, evaluate_prompts
+from distill_backend.models import load_causal_lm
+from distill_backend.prompts import answer_line, solution_body, student_prompt, teacher_prompt
+from distill_backend.rollout import (
+    PromptBatch,
+    completion_logits,
+    completion_logprobs,
+    encode_prompts,
+    pad_right,
+    sample_completions,
+)
+from distill_backend.task import Problem, Splits, load_dataset, make_splits, split_dataset
+from distill_backend.warmstart import ensure_warmstart
+from exposure_env.errors import ResetNeededError, check_range
+from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
+
+STATE_VERSION = 1
+
+
+class Qwen3DistillBackend:
+    """Real OPSD on a causal LM (tiny warm-started Qwen3 by default) behind the TrainingBackend seam."""
+
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        self.config = cfg = config if config is not None else BackendConfig()
+        path = ensure_warmstart(cfg.warmstart) if cfg.uses_tiny_default else cfg.model
+        # The tiny default was trained on the warm-start recipe's prompts; other models use cfg.prompts.
+        self.prompts = cfg.warmstart.prompts if cfg.uses_tiny_default else cfg.prompts
+        loaded = load_causal_lm(path, cfg.device, cfg.dtype, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
+        self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+        self.splits = self._load_splits()
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._initial = [p.detach().clone() for p in self._params]
+        self.teacher: torch.nn.Module | None = None
+        if cfg.teacher == "ema" or (cfg.teacher == "frozen" and cfg.lora_rank == 0):
+            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = self._new_optimizer()
+        self.generator = torch.Generator(device=self.device)
+        self._np_rng = np.random.default_rng(cfg.seed)
+        self._probe = self._encode_probe(self.splits.probe[: cfg.probe_batch])
+        self.eval_problems: tuple[Problem, ...] = self.splits.test[: cfg.eval_size]
+        self.last_eval: EvalResult | None = None
+        self._stats: TrainingStats | None = None
+        self._run_seed = cfg.seed
+        self._order = np.zeros(0, dtype=np.int64)
+        self._cursor = 0
+        self._windows = 0
+        self._evals = 0
+        self._collapse_count = 0
+
+    # -- setup helpers ----------------------------------------------------------------------
+    def _load_splits(self) -> Splits:
+        task = self.config.task
+        if self.config.dataset_path:
+            problems = load_dataset(self.config.dataset_path)
+            return split_dataset(problems, task.probe_size, task.test_size, task.seed)
+        return make_splits(task)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self._params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _student_prompts(self, problems: Sequence[Problem]) -> list[str]:
+        return [student_prompt(p.problem, self.tokenizer, self.prompts) for p in problems]
+
+    def _teacher_prompts(self, problems: Sequence[Problem], alpha: float) -> list[str]:
+        return [teacher_prompt(p.problem, p.solution, alpha, self.tokenizer, self.prompts) for p in problems]
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _encode_probe(self, problems: Sequence[Problem]) -> dict[str, Any]:
+        """Fixed probe tensors: reference solutions (+eos) and, separately, body + answer line."""
+        eos = self.tokenizer.eos_token_id
+        full = [self._token_ids(p.solution) + [eos] for p in problems]
+        bodies = [self._token_ids(solution_body(p.solution)) for p in problems]
+        answers = [self._token_ids(answer_line(p.solution)) for p in problems]
+        ids, mask = pad_right(full, self.tokenizer.pad_token_id, self.device)
+        ref_ids, ref_mask = pad_right([b + a for b, a in zip(bodies, answers)], self.tokenizer.pad_token_id, self.device)
+        answer_mask = torch.zeros_like(ref_mask)
+        for row, (b, a) in enumerate(zip(bodies, answers)):
+            answer_mask[row, len(b): len(b) + len(a)] = True
+        return {"problems": tuple(problems), "student": encode_prompts(self.tokenizer, self._student_prompts(problems), self.device),
+                "ids": ids, "mask": mask, "ref_ids": ref_ids, "ref_mask": ref_mask, "answer_mask": answer_mask}
+
+    @contextlib.contextmanager
+    def _teacher_model(self) -> Iterator[torch.nn.Module]:
+        if self.config.teacher == "current":
+            yield self.model
+        elif self.teacher is None:  # LoRA + frozen: the base model is the adapter-disabled network
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.teacher
+
+    # -- data position ----------------------------------------------------------------------
+    def _next_questions(self, count: int) -> list[Problem]:
+        picked = []
+        while len(picked) < count:
+            if self._cursor >= len(self._order):
+                self._order = self._np_rng.permutation(len(self.splits.train))
+                self._cursor = 0
+            take = min(count - len(picked), len(self._order) - self._cursor)
+            picked.extend(self.splits.train[i] for i in self._order[self._cursor: self._cursor + take])
+            self._cursor += take
+        return picked
+
+    # -- statistics -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _probe_nll(self) -> float:
+        probe = self._probe
+        logp = completion_logprobs(self.model, probe["student"], probe["ids"], probe["mask"])
+        return float(-logp.sum() / probe["mask"].sum())
+
+    @torch.no_grad()
+    def _teacher_answer_logprob(self, alpha: float) -> float:
+        probe = self._probe
+        context = encode_prompts(self.tokenizer, self._teacher_prompts(probe["problems"], alpha), self.device)
+        with self._teacher_model() as teacher:
+            logp = completion_logprobs(teacher, context, probe["ref_ids"], probe["ref_mask"])
+        return float((logp * probe["answer_mask"]).sum() / probe["answer_mask"].sum())
+
+    # -- one update -------------------------------------------------------------------------
+    def _update(self, alpha: float, apply: bool) -> tuple[TrainingStats, str]:
+        """One OPSD update (``apply=False``: measure only, no optimizer step). Returns the stats and
+        a divergence reason ('' when healthy)."""
+        cfg = self.config
+        questions = self._next_questions(cfg.questions_per_update)
+        rows = [q for q in questions for _ in range(cfg.rollouts_per_question)]
+        student_ctx = encode_prompts(self.tokenizer, self._student_prompts(rows), self.device)
+        rollouts = sample_completions(
+            self.model, student_ctx, max_new_tokens=cfg.max_new_tokens, eos_id=self.tokenizer.eos_token_id,
+            pad_id=self.tokenizer.pad_token_id, temperature=cfg.rollout_temperature, top_p=cfg.rollout_top_p,
+            generator=self.generator,
+        )
+        ids, mask = rollouts.completion_ids, rollouts.completion_mask
+        teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(rows, alpha), self.device)
+        with torch.no_grad(), self._teacher_model() as teacher:
+            teacher_logits = completion_logits(teacher, teacher_ctx, ids, mask)
+        self.model.train()
+        with torch.set_grad_enabled(apply):
+            student_logits = completion_logits(self.model, student_ctx, ids, mask)
+            out = cfg.loss_config(student_logits, teacher_logits, mask, sampled_tokens=ids)
+        loss = float(out.loss.detach())
+        grad_norm, reason = 0.0, ""
+        if not math.isfinite(loss):
+            reason = "non-finite distillation loss"
+        elif apply:
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip))
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+                self._advance_ema_teacher()
+            else:
+                reason = "non-finite gradient norm"
+        per_token = out.per_token.detach().float()[mask]
+        length = float(rollouts.lengths.float().mean())
+        stats = TrainingStats(
+            updates_done=(self._stats.updates_done if self._stats else 0) + int(apply),
+            reveal_ratio=float(alpha),
+            loss=loss,
+            loss_tail=float(torch.quantile(per_token, 0.9)) if per_token.numel() else 0.0,
+            mismatch=float(out.mismatch),
+            probe_nll=self._probe_nll(),
+            confidence=float(out.student_confidence),
+            teacher_answer_logprob=self._teacher_answer_logprob(alpha),
+            grad_norm=grad_norm,
+            rollout_length=length,
+            score=self._stats.score if self._stats else 0.0,
+        )
+        if not reason and apply:
+            reason = self._check_collapse(loss, length)
+        return stats, reason
+
+    def _advance_ema_teacher(self) -> None:
+        if self.config.teacher != "ema" or self.teacher is None:
+            return
+        decay = self.config.teacher_ema_decay
+        with torch.no_grad():
+            for target, source in zip(self.teacher.parameters(), self.model.parameters()):
+                target.mul_(decay).add_(source.detach(), alpha=1.0 - decay)
+
+    def _check_collapse(self, loss: float, length: float) -> str:
+        """Collapse = loss ~ 0 while rollouts degenerate (length <= 1 or at the maximum), sustained."""
+        degenerate = length <= 1.0 or length >= self.config.max_new_tokens
+        self._collapse_count = self._collapse_count + 1 if (loss < self.config.collapse_loss and degenerate) else 0
+        if self._collapse_count >= self.config.collapse_patience:
+            return f"collapse: loss {loss:.2e} with degenerate rollouts (mean length {length:.1f}) for " \
+                   f"{self._collapse_count} updates"
+        return ""
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, problems: Sequence[Problem] | None = None, config: EvalConfig | None = None,
+                 greedy: bool = False, reveal_ratio: float | None = None, seed: int | None = None) -> EvalResult:
+        """Accuracy of the current student (or, with ``reveal_ratio``, of the model in the teacher
+        role at that exposure). Uses a generator seeded from ``seed`` (default: run seed and the
+        evaluation count), never the training generator."""
+        problems = tuple(problems if problems is not None else self.eval_problems)
+        config = config or self.config.eval_config
+        prompts = self._student_prompts(problems) if reveal_ratio is None else self._teacher_prompts(problems, reveal_ratio)
+        if seed is None:
+            seed = (self._run_seed * 1_000_003 + 7_919 * self._evals) % (2**62)
+            self._evals += 1
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return evaluate_prompts(self.model, self.tokenizer, prompts, problems, config, generator, self.device, greedy)
+
+    def _refresh_score(self, stats: TrainingStats) -> TrainingStats:
+        self.last_eval = self.evaluate()
+        return stats._replace(score=self.last_eval.average_at_k)
+
+    # -- TrainingBackend --------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> TrainingStats:
+        self._run_seed = int(self.config.seed if seed is None else seed)
+        with torch.no_grad():
+            for param, initial in zip(self._params, self._initial):
+                param.copy_(initial)
+            if self.config.teacher == "ema" and self.teacher is not None:
+                self.teacher.load_state_dict(self.model.state_dict())
+        self.optimizer = self._new_optimizer()
+        self.generator.manual_seed(self._run_seed)
+        self._np_rng = np.random.default_rng(self._run_seed)
+        self._order, self._cursor = np.zeros(0, dtype=np.int64), 0
+        self._windows, self._evals, self._collapse_count = 0, 0, 0
+        self._stats = None
+        stats, _ = self._update(self.config.initial_reveal_ratio, apply=False)
+        self._stats = self._refresh_score(stats)
+        return self._stats
+
+    def run_window(self, reveal_ratio: float, num_updates: int) -> WindowResult:
+        if self._stats is None:
+            raise ResetNeededError("call reset() before run_window()")
+        check_range("reveal_ratio", reveal_ratio, 0.0, 1.0)
+        check_range("num_updates", num_updates, 1, None, integer=True)
+        per_update: list[TrainingStats] = []
+        for _ in range(int(num_updates)):
+            stats, reason = self._update(float(reveal_ratio), apply=True)
+            per_update.append(stats)
+            self._stats = stats
+            if reason:
+                return WindowResult(stats, UpdateTrace.from_stats(per_update), True, reason)
+        self._windows += 1
+        if self.config.eval_every and self._windows % self.config.eval_every == 0:
+            self._stats = self._refresh_score(self._stats)
+        return WindowResult(self._stats, UpdateTrace.from_stats(per_update))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._stats is None:
+            raise ResetNeededError("call reset() before state_dict()")
+        return {
+            "version": STATE_VERSION,
+            "params": [p.detach().cpu().clone() for p in self._params],
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "ema_teacher": (copy.deepcopy(self.teacher.state_dict())
+                            if self.config.teacher == "ema" and self.teacher is not None else None),
+            "torch_rng": self.generator.get_state(),
+            "numpy_rng": copy.deepcopy(self._np_rng.bit_generator.state),
+            "order": self._order.copy(),
+            "cursor": self._cursor,
+            "run_seed": self._run_seed,
+            "windows": self._windows,
+            "evals": self._evals,
+            "collapse_count": self._collapse_count,
+            "stats": self._stats._asdict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version must be {STATE_VERSION}; received {state.get('version')!r}")
+        with torch.no_grad():
+            for param, saved in zip(self._params, state["params"], strict=True):
+                param.copy_(saved.to(param.device))
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        if state["ema_teacher"] is not None and self.teacher is not None:
+            self.teacher.load_state_dict(state["ema_teacher"])
+        self.generator.set_state(state["torch_rng"])
+        self._np_rng = np.random.default_rng()
+        self._np_rng.bit_generator.state = copy.deepcopy(state["numpy_rng"])
+        self._order = np.asarray(state["order"], dtype=np.int64).copy()
+        self._cursor = int(state["cursor"])
+        self._run_seed = int(state["run_seed"])
+        self._windows, self._evals = int(state["windows"]), int(state["evals"])
+        self._collapse_count = int(state["collapse_count"])
+        self._stats = TrainingStats(**state["stats"])
+
+    def close(self) -> None:
+        self.teacher = None
+        self._stats = None

@@ -1,0 +1,164 @@
+"""Configuration of the real self-distillation backend (:class:`BackendConfig`).
+
+Plain-data keyword arguments (from ``gym.make``) become this frozen dataclass through
+:func:`backend_config_from_kwargs`; nested parts (task, tiny-model sizes, warm-start recipe, prompts)
+may be given as dicts there and are converted into their own dataclasses. Defaults are ours unless
+marked (paper); each is documented on its field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from distill_backend.evaluation import EvalConfig
+from distill_backend.losses import LossConfig
+from distill_backend.models import DEVICE_CHOICES, DTYPE_CHOICES, TinyModelConfig
+from distill_backend.prompts import PromptConfig
+from distill_backend.task import TaskConfig
+from distill_backend.warmstart import WarmStartConfig
+from exposure_env.errors import ConfigError, check_choice, check_range
+
+TEACHER_MODES: tuple[str, ...] = ("frozen", "current", "ema")
+TINY_DEFAULT = "tiny-default"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One self-distillation run of :class:`~distill_backend.backend.Qwen3DistillBackend`."""
+
+    model: str = TINY_DEFAULT
+    """``"tiny-default"`` (the cached warm start of ``warmstart``) or a local checkpoint directory."""
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+    """Recipe of the tiny default (ignored for a checkpoint path). Its task is the run's task."""
+    dataset_path: str = ""
+    """Local JSONL/Parquet with problem/solution/answer; empty = the synthetic task."""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt templates; for the tiny default they must match the warm start's (they are then taken
+    from the warm-start recipe)."""
+    questions_per_update: int = 16
+    rollouts_per_question: int = 4
+    max_new_tokens: int = 64
+    rollout_temperature: float = 1.0
+    rollout_top_p: float = 1.0
+    lr: float = 3e-4
+    """AdamW learning rate of the student (paper: 5e-6 with LoRA on 1.7B-8B models; the tiny
+    from-scratch model needs a far larger step to move within a 200-update budget)."""
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    """Gradient-norm clip (paper: 0.1 for LoRA on large models)."""
+    loss: str = "forward_kl"
+    tau: float = 0.05
+    beta: float = 0.5
+    loss_chunk_size: int = 256
+    teacher: str = "frozen"
+    """``frozen`` (initial weights, the paper's choice), ``current`` (the live student), or ``ema``."""
+    teacher_ema_decay: float = 0.99
+    lora_rank: int = 0
+    """> 0: train a LoRA adapter (peft); the teacher is then the adapter-disabled base model."""
+    lora_alpha: float = 16.0
+    eval_k: int = 4
+    eval_temperature: float = 1.0
+    eval_top_p: float = 0.95
+    eval_size: int = 200
+    """Test problems of the in-run score (Average@k)."""
+    eval_every: int = 1
+    """Refresh ``score`` every this many windows (0: only at reset)."""
+    probe_batch: int = 32
+    """Probe problems whose reference-solution NLL is the probe statistic."""
+    initial_reveal_ratio: float = 1.0
+    """Reveal ratio at which the reset statistics are measured (plain OPSD)."""
+    collapse_loss: float = 1e-4
+    """Collapse: loss below this while rollouts are degenerate (length <= 1 or at the maximum)..."""
+    collapse_patience: int = 8
+    """...for this many consecutive updates ends the run as diverged."""
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    """Default run seed when ``reset`` gets none."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("model", "'tiny-default' or a path to a local checkpoint directory", self.model)
+        for name in ("questions_per_update", "rollouts_per_question", "max_new_tokens", "eval_size",
+                     "probe_batch", "collapse_patience", "loss_chunk_size"):
+            check_range(name, getattr(self, name), 1, None, integer=True)
+        check_range("rollout_temperature", self.rollout_temperature, 0.0, None, low_inclusive=False)
+        check_range("rollout_top_p", self.rollout_top_p, 0.0, 1.0, low_inclusive=False)
+        check_range("lr", self.lr, 0.0, None, low_inclusive=False)
+        check_range("weight_decay", self.weight_decay, 0.0, None)
+        check_range("grad_clip", self.grad_clip, 0.0, None, low_inclusive=False)
+        check_choice("teacher", self.teacher, TEACHER_MODES)
+        check_range("teacher_ema_decay", self.teacher_ema_decay, 0.0, 1.0)
+        check_range("lora_rank", self.lora_rank, 0, None, integer=True)
+        check_range("eval_every", self.eval_every, 0, None, integer=True)
+        check_range("initial_reveal_ratio", self.initial_reveal_ratio, 0.0, 1.0)
+        check_range("collapse_loss", self.collapse_loss, 0.0, None)
+        check_choice("device", self.device.split(":")[0], DEVICE_CHOICES)
+        check_choice("dtype", self.dtype, DTYPE_CHOICES)
+        check_range("seed", self.seed, 0, None, integer=True)
+        self.loss_config  # validates loss / tau / beta
+        self.eval_config
+
+    @property
+    def loss_config(self) -> LossConfig:
+        return LossConfig(kind=self.loss, tau=self.tau, beta=self.beta, chunk_size=self.loss_chunk_size)
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(k=self.eval_k, temperature=self.eval_temperature, top_p=self.eval_top_p,
+                          max_new_tokens=self.max_new_tokens)
+
+    @property
+    def task(self) -> TaskConfig:
+        return self.warmstart.task
+
+    @property
+    def uses_tiny_default(self) -> bool:
+        return self.model == TINY_DEFAULT
+
+
+def _tuples(data: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ish lists -> tuples, so dict kwargs match tuple-typed fields."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def _build(cls, value: Any, name: str):
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"a {cls.__name__} or a dict of its fields", value)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(name, "fields among " + ", ".join(sorted(known)), unknown)
+    return cls(**_tuples(value))
+
+
+def backend_config_from_kwargs(kwargs: Mapping[str, Any]) -> BackendConfig:
+    """Build a :class:`BackendConfig` from plain data.
+
+    Top-level keys are :class:`BackendConfig` fields, plus the shortcuts ``task`` (TaskConfig
+    fields) and ``model_size`` (TinyModelConfig fields), which are folded into the warm-start
+    recipe. Unknown keys raise ``ConfigError`` naming them.
+    """
+    data = dict(kwargs)
+    task = _build(TaskConfig, data.pop("task", None), "task")
+    sizes = _build(TinyModelConfig, data.pop("model_size", None), "model_size")
+    warmstart_data = data.pop("warmstart", None)
+    if isinstance(warmstart_data, Mapping):
+        warmstart_data = dict(warmstart_data)
+        for key, cls in (("task", TaskConfig), ("model", TinyModelConfig), ("prompts", PromptConfig)):
+            if key in warmstart_data:
+                warmstart_data[key] = _build(cls, warmstart_data[key], f"warmstart.{key}")
+    warmstart = _build(WarmStartConfig, warmstart_data, "warmstart") or WarmStartConfig()
+    if task is not None or sizes is not None:
+        warmstart = dataclasses.replace(warmstart, task=task or warmstart.task, model=sizes or warmstart.model)
+    if "prompts" in data:
+        data["prompts"] = _build(PromptConfig, data["prompts"], "prompts")
+    known = {f.name for f in dataclasses.fields(BackendConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError("env kwargs", "ExposureEnvConfig or BackendConfig fields (or task, model_size)", unknown)
+    return BackendConfig(warmstart=warmstart, **data)

@@ -1,0 +1,110 @@
+"""SFT / on-policy rKL stages, the rollout="motab" composition's masks and loss, the bias helpers."""
+
+import pytest
+import torch
+
+from distill_backend.losses import LossConfig
+from distill_backend.motab import MotabConfig
+from distill_backend.motab.composition import loss_masks, motab_opsd_batch, motab_opsd_loss
+from distill_backend.motab.exposure_bias import _curve, chain_next_step, prefix_is_correct
+from distill_backend.motab.lm import completion_batch, sample
+from distill_backend.motab.stitch import ORIGIN_MARKER, ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_TEACHER
+from distill_backend.motab.training import SftExample, TrainConfig, sft_loss, train_onpolicy_rkl, train_sft
+from distill_backend.task import make_problem
+from exposure_env.errors import ConfigError
+from tests.motab.conftest import generator
+
+
+def _clone(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_sft_loss_counts_only_masked_tokens(tiny):
+    tok, student, _, prompts = tiny
+    a = SftExample(prompts[0], tok.encode("1+2=3\n"), [True] * 6)
+    b = SftExample(prompts[0], tok.encode("1+2=3\n"), [False] * 3 + [True] * 3)
+    with torch.no_grad():
+        loss_a, count_a = sft_loss(student, [a], tok.pad_id)
+        loss_b, count_b = sft_loss(student, [b], tok.pad_id)
+        logits, targets, _ = completion_batch(student, [a.prompt], [a.completion], tok.pad_id)
+    assert (count_a, count_b) == (6, 3)
+    nll = torch.nn.functional.cross_entropy(logits[0].float(), targets[0], reduction="none")
+    assert float(loss_a) == pytest.approx(float(nll.mean()), rel=1e-5)
+    assert float(loss_b) == pytest.approx(float(nll[3:].mean()), rel=1e-5)
+
+
+def test_sft_and_rkl_stages_update_the_student_only(tiny):
+    tok, student, teacher, prompts = tiny
+    model = _clone(student)
+    before = [p.detach().clone() for p in model.parameters()]
+    teacher_before = [p.detach().clone() for p in teacher.parameters()]
+    examples = [SftExample(p, tok.encode("1+2=3\n\\boxed{3}") + [tok.eos_id], [True] * 15) for p in prompts]
+    log = train_sft(model, examples, TrainConfig(updates=3, batch_size=2, lr=1e-2), tok.pad_id, generator(0))
+    assert log.sequences == 6 and len(log.losses) == 3 and log.losses[-1] < log.losses[0]
+    rkl = train_onpolicy_rkl(model, teacher, prompts, prompts, TrainConfig(updates=2, batch_size=2, max_new_tokens=6),
+                             tok.eos_id, tok.pad_id, generator(1))
+    assert len(rkl.losses) == 2 and all(loss >= 0 for loss in rkl.losses)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_loss_masks_follow_the_documented_table():
+    origin = torch.tensor([[ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_MARKER, ORIGIN_TEACHER, -1]])
+    distill, sft = loss_masks(origin, MotabConfig.tiny())
+    assert distill.tolist() == [[True, True, False, False, False]]
+    assert sft.tolist() == [[False, False, True, True, False]]
+    distill, _ = loss_masks(origin, MotabConfig.tiny(loss_on_strayed_steps=False))
+    assert distill.tolist() == [[True, False, False, False, False]]
+
+
+@pytest.mark.parametrize("eps0", [1e-30, 1.0])
+def test_composition_loss_is_distill_plus_sft(tiny, eps0):
+    tok, student, teacher, prompts = tiny
+    completions = sample(student, prompts, 10, eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator(2)).tokens
+    cfg = MotabConfig.tiny(eps0=eps0, entropy_mode="static", teacher_max_new_tokens=6)
+    batch = motab_opsd_batch(teacher, prompts, prompts, completions, tok, cfg, generator(3), torch.device("cpu"))
+    assert torch.equal(batch.completion_mask, batch.origin >= 0)
+    from distill_backend.rollout import completion_logits
+
+    s_logits = completion_logits(student, batch.prompt, batch.completion_ids, batch.completion_mask)
+    with torch.no_grad():
+        t_logits = completion_logits(teacher, batch.teacher_prompt, batch.completion_ids, batch.completion_mask)
+    out = motab_opsd_loss(s_logits, t_logits, batch, LossConfig(kind="reverse_kl"), sft_weight=0.5)
+    if eps0 < 1e-20:  # nothing strays: exactly the plain distillation loss on the student's tokens
+        assert not batch.sft_mask.any() and float(out.sft) == 0.0
+        assert [r.breach_step for r in batch.records] == [None] * len(prompts)
+    else:
+        assert batch.sft_mask.any()
+        nll = torch.nn.functional.cross_entropy(s_logits.float().transpose(1, 2), batch.completion_ids, reduction="none")
+        expected = float((nll * batch.sft_mask).sum().detach() / batch.sft_mask.sum())
+        assert float(out.sft) == pytest.approx(expected, rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(float(out.distill.loss.detach()) + 0.5 * float(out.sft), rel=1e-5)
+    out.loss.backward()
+    assert student.model.embed_tokens.weight.grad is not None
+    student.zero_grad(set_to_none=True)
+
+
+def test_chain_next_step_is_locally_correct():
+    problem = make_problem([7, 3, 5, 2], ["+", "-", "+"], 10, "medium")  # 7+3-5+2
+    assert chain_next_step(problem, []) == "7+3=0"
+    assert chain_next_step(problem, ["7+3=0"]) == "0-5=5"
+    assert chain_next_step(problem, ["7+3=1"]) == "1-5=6"  # continues from the (wrong) value in context
+    assert chain_next_step(problem, ["7+3=0", "0-5=5", "5+2=7"]) == "\\boxed{7}"
+    assert chain_next_step(problem, ["7+3=0", "0-5=5", "5+2=7", "\\boxed{7}"]) is None
+    assert chain_next_step(problem, ["garbage"]) is None
+    assert prefix_is_correct(problem, ["7+3=0", "0-5=5"])
+    assert not prefix_is_correct(problem, ["7+3=1"])
+
+
+def test_position_curve_means_by_kind_and_position():
+    curve = _curve([("own", 0, 1.0), ("own", 0, 0.0), ("teacher", 0, 1.0), ("own", 1, 0.5)], ("own", "teacher"))
+    assert curve.positions == [0, 1]
+    assert curve.series["own"] == [0.5, 0.5]
+    assert curve.series["teacher"][0] == 1.0 and curve.counts["teacher"] == [1, 0]
