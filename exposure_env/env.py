@@ -23,6 +23,11 @@ def parse_reveal_ratio(action: Any) -> tuple[float, bool]:
     other shapes and non-numeric input raise :class:`InvalidActionError`; finite values outside
     [0, 1] are clipped, and the clip is reported so a caller can see it.
     """
+    if type(action) is np.ndarray and action.shape == (1,) and action.dtype.kind == "f":
+        value = float(action[0])  # fast path: what agents and the env checker send
+        if math.isfinite(value):
+            clipped = min(1.0, max(0.0, value))
+            return clipped, clipped != value
     try:
         array = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -155,44 +160,46 @@ class ExposureEnv(gym.Env):
             raise ResetNeededError("the episode has ended (terminated); call reset() before step()")
         reveal_ratio, clipped = parse_reveal_ratio(action)
         cfg = self.config
-        remaining = cfg.total_updates - self._stats.updates_done
-        num_updates = min(cfg.hold_window, remaining)
+        num_updates = min(cfg.hold_window, cfg.total_updates - self._stats.updates_done)
         before = self._stats
+        l_before = float(getattr(before, cfg.progress_signal))
         result: WindowResult = self.backend.run_window(reveal_ratio, num_updates)
+        # One (len(TRACE_FIELDS), n) array serves the finiteness check, the EMAs and the info.
+        traces = np.array(result.trace, dtype=np.float64)
 
         diverged, reason = result.diverged, result.divergence_reason
-        if not diverged and not self._is_finite(result):
+        if not diverged and not (np.isfinite(traces).all() and _stats_finite(result.stats)):
             diverged, reason = True, "non-finite statistics"
-        info = self._base_info(result.stats if not diverged else before)
-        info.update(reveal_ratio=reveal_ratio, action_clipped=clipped, diverged=diverged,
-                    divergence_reason=reason)
         if diverged:
             self._done = True
-            info["trace"] = {}
-            info["progress_before"] = float(getattr(before, cfg.progress_signal))
-            info["reward_components"] = {}
+            info = self._base_info(before)
+            info.update(reveal_ratio=reveal_ratio, action_clipped=clipped, diverged=True,
+                        divergence_reason=reason, progress_before=l_before, trace={},
+                        reward_components={})
             return self._observation(), -float(cfg.divergence_penalty), True, False, info
 
-        trace = result.trace
-        l_before = float(getattr(before, cfg.progress_signal))
-        l_trace = getattr(trace, cfg.progress_signal)
-        g_trace = trace.teacher_answer_logprob
+        l_trace = traces[_TRACE_INDEX[cfg.progress_signal]]
+        g_trace = traces[_TRACE_INDEX["teacher_answer_logprob"]]
         parts = reward_components(l_before, l_trace, g_trace, cfg.gamma)
         reward = float(combine_reward(cfg.reward_mode, parts, cfg.lambda_gt))
-        components = {name: float(value) for name, value in parts._asdict().items()}
 
-        alpha_trace = np.full(len(l_trace), reveal_ratio)
-        traces = np.stack([alpha_trace] + [getattr(trace, n) for n in EMA_SOURCES[1:]])
-        self._ema = advance_ema(self._ema, traces, cfg.ema_decay)
+        ema_traces = np.empty((len(EMA_SOURCES), traces.shape[1]))
+        ema_traces[0] = reveal_ratio
+        ema_traces[1:] = traces[_EMA_ROWS]
+        self._ema = advance_ema(self._ema, ema_traces, cfg.ema_decay)
         self._stats = result.stats
         terminated = result.stats.updates_done >= cfg.total_updates
         self._done = terminated
 
-        info["progress_before"] = l_before
-        info["trace"] = {name: getattr(trace, name) for name in TRACE_FIELDS}
-        info["trace"]["progress"] = np.asarray(l_trace)
-        info["trace"]["grounded"] = np.asarray(g_trace)
-        info["reward_components"] = components
+        info = self._base_info(result.stats)
+        trace_info = dict(zip(TRACE_FIELDS, traces))
+        trace_info["progress"] = l_trace
+        trace_info["grounded"] = g_trace
+        info.update(reveal_ratio=reveal_ratio, action_clipped=clipped, diverged=False,
+                    divergence_reason="", progress_before=l_before, trace=trace_info,
+                    reward_components={"immediate": float(parts.immediate),
+                                       "discounted": float(parts.discounted),
+                                       "grounded": float(parts.grounded)})
         return self._observation(), reward, terminated, False, info
 
     # -- checkpointing ----------------------------------------------------------------------
@@ -232,12 +239,15 @@ class ExposureEnv(gym.Env):
                 "updates_done": int(stats.updates_done)}
 
     @staticmethod
-    def _is_finite(result: WindowResult) -> bool:
-        return all(math.isfinite(float(v)) for v in result.stats) and all(
-            bool(np.isfinite(values).all()) for values in result.trace
-        )
-
-    def _check_finite(self, stats: TrainingStats) -> None:
+    def _check_finite(stats: TrainingStats) -> None:
         bad = [name for name, value in stats._asdict().items() if not math.isfinite(float(value))]
         if bad:
             raise RuntimeError(f"backend reset returned non-finite statistics: {', '.join(bad)}")
+
+
+_TRACE_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
+_EMA_ROWS = [_TRACE_INDEX[name] for name in EMA_SOURCES[1:]]
+
+
+def _stats_finite(stats: TrainingStats) -> bool:
+    return all(math.isfinite(value) for value in stats)

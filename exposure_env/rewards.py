@@ -17,6 +17,7 @@ batch of envs and an agent that concatenates traces across windows for a longer 
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -24,17 +25,25 @@ import numpy as np
 REWARD_MODES: tuple[str, ...] = ("immediate", "discounted", "discounted+gt")
 
 
+@functools.lru_cache(maxsize=256)
+def _discount_weights(gamma: float, length: int) -> tuple[np.ndarray, float]:
+    weights = gamma ** np.arange(length, dtype=np.float64)
+    weights.setflags(write=False)  # cached and shared: nobody may modify it
+    return weights, float(weights.sum())
+
+
 def discount_weights(gamma: float, length: int) -> np.ndarray:
-    """``gamma**0 .. gamma**(length-1)``."""
-    return gamma ** np.arange(length, dtype=np.float64)
+    """``gamma**0 .. gamma**(length-1)`` (read-only; cached because every env step needs it)."""
+    return _discount_weights(float(gamma), int(length))[0]
 
 
 def progress_drops(l_before: np.ndarray | float, l_trace: np.ndarray) -> np.ndarray:
     """Per-update decrease ``l_{i-1} - l_i`` of the progress signal, shape ``(..., L)``."""
     l_trace = np.asarray(l_trace, dtype=np.float64)
-    previous = np.concatenate([np.broadcast_to(np.asarray(l_before, dtype=np.float64)[..., None],
-                                               l_trace.shape[:-1] + (1,)), l_trace[..., :-1]], axis=-1)
-    return previous - l_trace
+    drops = np.empty_like(l_trace)
+    drops[..., 0] = l_before - l_trace[..., 0]
+    np.subtract(l_trace[..., :-1], l_trace[..., 1:], out=drops[..., 1:])
+    return drops
 
 
 def immediate_progress(l_before: np.ndarray | float, l_trace: np.ndarray) -> np.ndarray:
@@ -51,8 +60,8 @@ def discounted_progress(l_before: np.ndarray | float, l_trace: np.ndarray, gamma
 def grounded_score(g_trace: np.ndarray, gamma: float) -> np.ndarray:
     """``G_gt``: discount-normalized mean of the teacher's reference-answer log-prob."""
     g_trace = np.asarray(g_trace, dtype=np.float64)
-    weights = discount_weights(gamma, g_trace.shape[-1])
-    return (g_trace @ weights) / weights.sum()
+    weights, total = _discount_weights(float(gamma), g_trace.shape[-1])
+    return (g_trace @ weights) / total
 
 
 class RewardComponents(NamedTuple):

@@ -12,6 +12,7 @@ form: with decay ``d`` and values ``x_1..x_n`` the EMA after the window is
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -51,15 +52,20 @@ def observation_space() -> spaces.Box:
     return spaces.Box(OBSERVATION_LOW, OBSERVATION_HIGH, dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=256)
 def ema_window_weights(decay: float, num_updates: int) -> tuple[float, np.ndarray]:
-    """Carry factor ``d**n`` and per-update weights ``(1-d) d**(n-i)`` of a window of ``n`` updates."""
-    powers = decay ** np.arange(num_updates - 1, -1, -1, dtype=np.float64)
-    return float(decay**num_updates), (1.0 - decay) * powers
+    """Carry factor ``d**n`` and per-update weights ``(1-d) d**(n-i)`` of a window of ``n`` updates.
+
+    Cached (every env step needs it); the returned array is read-only.
+    """
+    weights = (1.0 - decay) * decay ** np.arange(num_updates - 1, -1, -1, dtype=np.float64)
+    weights.setflags(write=False)
+    return float(decay**num_updates), weights
 
 
 def advance_ema(ema: np.ndarray, traces: np.ndarray, decay: float) -> np.ndarray:
     """EMAs after a window. ``ema``: (..., k); ``traces``: (..., k, n) per-update values."""
-    carry, weights = ema_window_weights(decay, traces.shape[-1])
+    carry, weights = ema_window_weights(float(decay), traces.shape[-1])
     return carry * ema + traces @ weights
 
 
