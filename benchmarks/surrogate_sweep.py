@@ -8,7 +8,7 @@ on the students of seeds ``0..seeds-1`` (the ones ``env.reset(seed=s)`` draws) u
 - every fixed reveal ratio of ``alphas``: final score (expected accuracy) mean with a 95%
   t-interval over seeds, mismatch (mean of the reported per-update mismatch over the run, and the
   noise-free mismatch of the final student at that alpha), final competence per difficulty level;
-- adaptive schedules: a linear ramp 0.2 -> 1.0, a competence-driven rule
+- adaptive schedules: linear ramps 0.2 -> 1.0 and 0.25 -> 0.75, a competence-driven rule
   ``alpha = clip(1.5 * score - 0.3, 0, 1)`` and a greedy controller that maximizes the immediate
   reward of the next window on a noise-free copy of the state;
 - an alternating 0 / 1 schedule, which probes whether the positive-part discounted reward can be
@@ -17,7 +17,8 @@ on the students of seeds ``0..seeds-1`` (the ones ``env.reset(seed=s)`` draws) u
 
 For every schedule it also reports the episode return in each reward mode, computed by
 :mod:`exposure_env.rewards` on the same traces the env would see. Adaptive schedules are compared
-with the best fixed alpha by the paired difference over the same students (95% t-interval).
+with the best fixed alpha by the paired difference over the same students and the same noise draws
+(common random numbers; 95% t-interval).
 """
 
 from __future__ import annotations
@@ -132,26 +133,27 @@ def run_sweep(args: Args) -> dict[str, Any]:
             "returns": {mode: interval(value) for mode, value in result.returns.items()},
         }
 
-    fixed_alphas = np.repeat(alphas, batch)
-    fixed = simulate(params, config, tile_state(start, alphas.size), lambda w, s: fixed_alphas, args.noise_seed)
-    scores = expected_accuracy(params, fixed.final).reshape(alphas.size, batch)
-    levels = competence(fixed.final).reshape(params.num_levels, alphas.size, batch).mean(axis=2)
-    final_mismatch = observe(params, fixed.final, fixed_alphas).stats[MISMATCH].reshape(alphas.size, batch)
+    # Every schedule runs as its own batch of the same students with the same noise seed, so run
+    # i of every schedule sees the same learning noise (common random numbers, paired differences).
+    fixed_runs = [simulate(params, config, start, lambda w, s, a=alpha: np.full(batch, a), args.noise_seed)
+                  for alpha in alphas]
+    scores = np.stack([expected_accuracy(params, r.final) for r in fixed_runs])
+    levels = np.stack([competence(r.final).mean(axis=1) for r in fixed_runs], axis=1)  # (D, alphas)
     rows = []
-    for i, alpha in enumerate(alphas):
-        part = slice(i * batch, (i + 1) * batch)
+    for alpha, result, score in zip(alphas, fixed_runs, scores):
         rows.append({
             "alpha": float(alpha),
-            "final_score": interval(scores[i]),
-            "mean_mismatch": float(fixed.mean_mismatch[part].mean()),
-            "final_mismatch": float(final_mismatch[i].mean()),
-            "final_competence_per_level": levels[:, i].tolist(),
-            "returns": {mode: interval(value[part]) for mode, value in fixed.returns.items()},
+            "final_score": interval(score),
+            "mean_mismatch": float(result.mean_mismatch.mean()),
+            "final_mismatch": float(observe(params, result.final, np.full(batch, alpha)).stats[MISMATCH].mean()),
+            "final_competence_per_level": competence(result.final).mean(axis=1).tolist(),
+            "returns": {mode: interval(value) for mode, value in result.returns.items()},
         })
     best = int(scores.mean(axis=1).argmax())
 
     schedules: dict[str, Schedule] = {
         "ramp_0.2_to_1.0": lambda w, s: np.full(s.shallow.size, 0.2 + 0.8 * w / (windows - 1)),
+        "ramp_0.25_to_0.75": lambda w, s: np.full(s.shallow.size, 0.25 + 0.5 * w / (windows - 1)),
         "competence_driven": lambda w, s: np.clip(1.5 * expected_accuracy(params, s) - 0.3, 0.0, 1.0),
         "greedy_immediate": greedy_schedule(params, config, alphas),
         "alternate_0_1": lambda w, s: np.full(s.shallow.size, float(w % 2)),
@@ -214,7 +216,8 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     for name, row in result["adaptive"].items():
         if name != "alternate_0_1":
             ax.axhline(row["final_score"]["mean"], linestyle="--", linewidth=1, label=name,
-                       color={"ramp_0.2_to_1.0": "tab:green", "competence_driven": "tab:purple"}.get(name, "tab:red"))
+                       color={"ramp_0.2_to_1.0": "tab:green", "ramp_0.25_to_0.75": "tab:olive",
+                              "competence_driven": "tab:purple"}.get(name, "tab:red"))
     ax.set_xlabel("reveal ratio alpha")
     ax.set_ylabel("final expected accuracy")
     twin = ax.twinx()

@@ -44,6 +44,7 @@ from exposure_env.rewards import combine_reward, reward_components
 from exposure_env.schema import EMA_SOURCES, advance_ema, build_observation, observation_space
 from exposure_env.surrogate import (
     SurrogateState,
+    Workspace,
     initial,
     observe,
     split_surrogate_kwargs,
@@ -82,6 +83,7 @@ class SurrogateVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rng: np.random.Generator | None = None
         self._state: SurrogateState | None = None
+        self._workspace = Workspace()
         n = self.num_envs
         # Per sub-env end-of-window statistics the observation and the next reward are built from.
         self._updates = np.zeros(n, dtype=np.int64)
@@ -159,7 +161,7 @@ class SurrogateVectorEnv(VectorEnv):
         ``length`` updates, writing into the output arrays; returns the (F, rows, length) traces."""
         cfg, params, state = self.config, self.params, self._state
         sub = SurrogateState(state.logit[:, rows], state.shallow[rows])
-        window = transition(params, sub, alpha[rows], length, self._rng)
+        window = transition(params, sub, alpha[rows], length, self._rng, self._workspace)
         t = window.traces  # (F, b, length)
         score = window.score[:, -1]
         l_trace = t[_FIELD_INDEX[cfg.progress_signal]]

@@ -79,3 +79,13 @@ def test_beta_carry_trains_on_other_seeds_before_the_evaluated_run(tmp_path):
                              controller=controller)
     # 3 training runs + the evaluated run of 10 decisions each, batches of 4
     assert controller.num_updates == 10 and summary.train_time_s > 0
+
+
+@pytest.mark.slow
+def test_run_on_the_real_tiny_backend(tmp_path):
+    pytest.importorskip("distill_backend.env_factory", reason="the real backend is not importable")
+    code = main(["run", "--env", "ATESD-Qwen3-v0", "--agent", "beta", "--out", str(tmp_path), "--no-progress",
+                 "--env-kwargs", '{"total_updates": 4, "hold_window": 2}'])
+    assert code == 0
+    summary = json.loads((tmp_path / "beta_seed0" / "summary.json").read_text())
+    assert summary["num_decisions"] == 2 and (tmp_path / "beta_seed0" / "alpha.png").exists()

@@ -252,3 +252,16 @@ def test_deep_copied_env_continues_identically():
         assert np.array_equal(a[0], b[0]) and a[1] == b[1]
     twin.step(np.array([1.0], dtype=np.float32))
     assert env.unwrapped.backend.state_dict()["updates_done"] == 16
+
+
+@pytest.mark.parametrize("batch", [64, 1024])  # Generator.random path, and the 16-bit raw-draw path
+def test_observation_noise_has_zero_mean_and_the_declared_std(batch):
+    params = SurrogateParams()
+    state = initial(params, np.random.default_rng(0), batch)
+    alpha = np.full(batch, 0.4)
+    clean = observe(params, state, alpha).stats
+    sigma = np.array(params.observation_noise)[:, None, None]
+    noise = np.stack([observe(params, state, alpha, np.random.default_rng(s)).stats for s in range(40)], axis=1)
+    inside = (noise > TRACE_LOW[:, None, None] + 1e-9) & (noise < TRACE_HIGH[:, None, None] - 1e-9)
+    z = ((noise - clean[:, None]) / sigma)[inside]  # statistics clipped at a bound are excluded
+    assert abs(z.mean()) < 4 / np.sqrt(z.size) and abs(z.std() - 1) < 0.05
