@@ -4,8 +4,8 @@
 
 In one process: env steps/s of ``ATESD-Surrogate-v0`` and of ``CartPole-v1``, both built with
 ``gym.make`` (default wrappers) and stepped the same number of times with resets on episode end,
-in interleaved repeats (median of the repeats); their ratio; env-steps/s of the native batched
-surrogate (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at 1, 64 and 1024 envs.
+in interleaved repeats (median of the repeats; the batched runs are interleaved too); their ratio;
+env-steps/s of the native batched surrogate (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at 1, 64 and 1024 envs.
 As a diagnostic it also times :class:`~exposure_env.env.ExposureEnv` over a backend that does no
 work, which separates the env's own cost per step from the surrogate backend's.
 
@@ -49,7 +49,7 @@ class Args:
     """Numbers of envs of the native batched surrogate."""
     batched_env_steps: int = 200_000
     """Env steps (summed over the batch) per timed repeat of a batched measurement (between 50 and
-    ``steps`` batch steps)."""
+    ``steps / 4`` batch steps)."""
     seed: int = 0
     """Seed of the envs and of the random actions."""
 
@@ -118,13 +118,12 @@ def measure(args: Args) -> dict[str, Any]:
     for name, env in envs.items():  # warm-up (first-step env checker, caches)
         time_single(env, contenders[name][1][:500], args.seed)
     rates: dict[str, list[float]] = {name: [] for name in envs}
+    batched_rates: dict[str, list[float]] = {str(n): [] for n in args.batch_sizes}
     for _ in range(args.repeats):  # interleaved, so load changes hit every contender alike
         for name, env in envs.items():
             rates[name].append(time_single(env, contenders[name][1], args.seed))
-    batched_rates = {str(n): [] for n in args.batch_sizes}
-    for _ in range(max(3, args.repeats // 2)):
         for n in args.batch_sizes:
-            batched_rates[str(n)].append(time_batched(n, args.batched_env_steps, args.steps, args.seed))
+            batched_rates[str(n)].append(time_batched(n, args.batched_env_steps, max(50, args.steps // 4), args.seed))
 
     surrogate = statistics.median(rates["surrogate"])
     cartpole = statistics.median(rates["cartpole"])
@@ -144,6 +143,13 @@ def measure(args: Args) -> dict[str, Any]:
                             "exposure_env_overhead": 1e6 / idle,
                             "surrogate_backend_estimate": 1e6 / surrogate - 1e6 / idle},
             "batched_ratio_vs_batched_1": {n: v / batched[str(min(args.batch_sizes))] for n, v in batched.items()},
+            # medians of the ratios taken within each repeat (robust to load drifting between repeats)
+            "median_of_repeat_ratios": {
+                "ratio_vs_cartpole": statistics.median(
+                    s / c for s, c in zip(rates["surrogate"], rates["cartpole"])),
+                f"batched_ratio_{largest}_vs_single": statistics.median(
+                    b / s for b, s in zip(batched_rates[largest], rates["surrogate"])),
+            },
             "repeats": {"single": rates, "batched": batched_rates},
         },
         "args": dataclasses.asdict(args),

@@ -69,10 +69,10 @@ class WarmStartConfig:
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 20
-    max_steps: int = 1500
+    max_steps: int = 3000
     teacher_fraction: float = 0.5
     """Share of SFT examples in the teacher format (random reveal ratio)."""
-    eval_every: int = 10
+    eval_every: int = 20
     eval_size: int = 200
     """Probe problems used for checkpoint selection (greedy decoding)."""
     target_accuracy: float = 0.4

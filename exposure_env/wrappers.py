@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.wrappers import RescaleAction
 
 
@@ -11,4 +12,5 @@ def symmetric_actions(env: gym.Env) -> gym.Env:
 
     The env keeps ``Box(0, 1)``; this maps ``a in [-1, 1]`` to ``(a + 1) / 2``.
     """
-    return RescaleAction(env, min_action=-1.0, max_action=1.0)
+    # float32 bounds: float64 ones make gymnasium warn that the Box's precision is lowered.
+    return RescaleAction(env, min_action=np.float32(-1.0), max_action=np.float32(1.0))

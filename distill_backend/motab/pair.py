@@ -11,6 +11,7 @@ This module knows how to obtain the two models; not what is done with them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -21,14 +22,16 @@ from distill_backend.warmstart import WarmStartConfig, ensure_warmstart, load_re
 from exposure_env.errors import ConfigError
 
 
-def default_teacher_recipe() -> WarmStartConfig:
-    """Hidden 128 instead of 64 (~4x the parameters), trained until ~95% greedy accuracy."""
-    return WarmStartConfig(
+def default_teacher_recipe(student: WarmStartConfig | None = None) -> WarmStartConfig:
+    """The student's recipe (same task and prompts) with a 2x wider model (~4x the parameters),
+    a different seed, and checkpoint selection aimed at ~95% greedy accuracy."""
+    student = student or WarmStartConfig()
+    return dataclasses.replace(
+        student,
         model=TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=384),
         target_accuracy=0.95,
         accuracy_window=(0.85, 0.98),
-        max_steps=3000,
-        seed=1,
+        seed=student.seed + 1,
     )
 
 
@@ -38,8 +41,8 @@ class PairConfig:
 
     student_recipe: WarmStartConfig = field(default_factory=WarmStartConfig)
     """Warm-start recipe of the tiny student (default: partial accuracy ~0.4)."""
-    teacher_recipe: WarmStartConfig = field(default_factory=default_teacher_recipe)
-    """Warm-start recipe of the tiny teacher (default: bigger, ~0.95)."""
+    teacher_recipe: WarmStartConfig | None = None
+    """Warm-start recipe of the tiny teacher; None: :func:`default_teacher_recipe` of the student's."""
     student_path: str | None = None
     """Local checkpoint of the student; overrides ``student_recipe``."""
     teacher_path: str | None = None
@@ -62,7 +65,8 @@ class Pair(NamedTuple):
 def resolve_paths(cfg: PairConfig) -> tuple[str, str]:
     """Checkpoint directories of (student, teacher), building cached warm starts when needed."""
     student = cfg.student_path or str(ensure_warmstart(cfg.student_recipe))
-    teacher = cfg.teacher_path or str(ensure_warmstart(cfg.teacher_recipe))
+    teacher_recipe = cfg.teacher_recipe or default_teacher_recipe(cfg.student_recipe)
+    teacher = cfg.teacher_path or str(ensure_warmstart(teacher_recipe))
     return student, teacher
 
 

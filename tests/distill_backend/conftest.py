@@ -18,6 +18,18 @@ TINY_KWARGS = dict(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread per test module: the CI box has 2 shared cores, and two threads fighting
+    other processes were measured several times slower than one. Restored after the module."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A private ATESD_CACHE_DIR for the session (the tiny warm start is built there once)."""
