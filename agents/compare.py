@@ -24,9 +24,9 @@ import numpy as np
 from agents.base import atomic_write_text
 from agents.registry import check_spec
 from agents.runner import RunConfig, RunSummary, run_controlled
+from agents.stats import improvement_interval, iqm_interval
 from exposure_env.errors import ConfigError, check_range
 from exposure_env.registration import SURROGATE_ID
-from agents.stats import improvement_interval, iqm_interval
 
 OPSD = "fixed:1.0"
 
@@ -63,7 +63,7 @@ class CompareConfig:
     stats_seed: int = 0
     """Seed of the bootstrap resampling."""
     torch_threads: int = 1
-    """Torch threads per worker (the machines have few cores; workers run side by side)."""
+    """Torch threads per worker process (workers run side by side on few cores)."""
 
     def __post_init__(self) -> None:
         check_range("seeds", self.seeds, 1, None, integer=True)
@@ -103,6 +103,8 @@ class AgentStats:
 
 @dataclass(frozen=True)
 class CompareResult:
+    """Everything ``compare.json`` holds (rows keyed by agent spec there)."""
+
     env_id: str
     reference: str
     seeds: list[int]
@@ -132,7 +134,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
                       progress_bar=False, plot=False)
             for agent in config.agents for seed in seeds]
     if config.workers == 1:
-        summaries = [_run_job(job, config.torch_threads) for job in jobs]
+        summaries = [run_controlled(job) for job in jobs]  # in this process: leave its torch threads alone
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:

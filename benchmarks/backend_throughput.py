@@ -20,7 +20,9 @@ Two questions, one script:
    ``GKDTrainer`` with ``lmbda=1``. A second variant of our update samples with
    :func:`lean_sample`, a lean KV-cache decode that calls the Qwen3 weights directly (checked
    against the transformers forward), to show how much of the step is decode overhead
-   (``ratio_vs_trl_lean_decode``).
+   (``ratio_vs_trl_lean_decode``), and the real ``Qwen3DistillBackend.run_window`` on the same
+   model saved as a checkpoint (``ratio_vs_trl_backend``; it does more per update, see
+   :class:`BackendRunner`).
 
 Run: ``python -m benchmarks.backend_throughput --out benchmarks/results/backend_throughput.json``.
 """
@@ -725,6 +727,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "under no_grad, student forward, distill_backend.losses.distillation_loss (forward KL, no clip), "
             "grad-norm clip 1.0, AdamW; 'ours_lean_decode' is the same update sampling with lean_sample"
         )
+        payload["trl_settings"] = (
+            "bf16=False, gradient_checkpointing=False (TRL's defaults are True; off is faster here and matches ours), "
+            "use_cpu=True, constant lr, max_grad_norm=1.0, beta=0.0 (forward KL), temperature=1.0, top_k=0, "
+            "top_p=1.0; DistillationTrainer: generation_kwargs suppress_tokens=[eos]; GKDTrainer: lmbda=1.0 and "
+            "eos_token_id=None on the student's generation config (it takes no generation kwargs)"
+        )
+        payload["trl_quirks"] = [
+            "GKDTrainer (experimental, lmbda=1) divides the summed divergence by num_items_in_batch, which "
+            "transformers' Trainer counts on the dataset's labels before on-policy generation replaces them: the "
+            "loss (and the effective learning rate) scales with generated/dataset completion tokens (train_loss "
+            "~16x DistillationTrainer's on the same models here: 32 generated vs 2 label tokens). "
+            "DistillationTrainer counts the generated tokens (trl PR #6478).",
+            "generalized JSD: the interior formula tends to 0, not to the KLs, at beta -> 0/1; beta=0/1 are "
+            "separate branches (trl#6780, docs clarified in #6781). distill_backend.losses follows the same convention.",
+            "DistillationTrainer feeds the teacher the student's prompt; OPSD's privileged teacher context needs a "
+            "custom trainer.",
+            "GKDTrainer logs a warning that lmbda=1, temperature=1 is covered by DistillationTrainer.",
+        ]
         payload["throughput"] = result = measure_throughput(args)
         # Against the faster TRL trainer, so the headline never flatters us.
         payload["ratio_vs_trl"] = min(result["ratio_median"][f"{OURS}_vs_{t}"] for t in TRL_CONTENDERS)

@@ -135,7 +135,8 @@ def claims(rows: dict[str, dict[str, Any]], best_fixed: str) -> dict[str, Any]:
             if other not in rows:
                 continue
             pi = improvement_interval(np.array(rows[atesd]["final_scores"]), np.array(rows[other]["final_scores"]), rng)
-            out[f"{atesd}_vs_{other}"] = {
+            label = "best-fixed" if other == best_fixed else other
+            out[f"{atesd}_vs_{label}"] = {
                 "iqm_difference": rows[atesd]["iqm"] - rows[other]["iqm"],
                 "prob_improvement": pi.value, "pi_ci_low": pi.low, "pi_ci_high": pi.high,
                 "beats_with_confidence": pi.low > 0.5, "worse_with_confidence": pi.high < 0.5,
