@@ -61,6 +61,10 @@ class Args:
     """MOTAB boundary mode (``topk`` or ``static``)."""
     threads: int = 2
     """torch intra-op threads."""
+    student_path: str = ""
+    """Local checkpoint of the student ("" = build/load the tiny warm start of :mod:`distill_backend.motab.pair`)."""
+    teacher_path: str = ""
+    """Local checkpoint of the teacher ("" = the tiny warm start)."""
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -400,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     began = time.perf_counter()
-    pair_cfg = PairConfig(device="cpu", dtype="float32")
+    pair_cfg = PairConfig(student_path=args.student_path or None, teacher_path=args.teacher_path or None,
+                          device="cpu", dtype="float32")
     pair = load_pair(pair_cfg)
     splits = make_splits(pair_cfg.student_recipe.task)
     pair_info = {"student_path": pair.student_path, "teacher_path": pair.teacher_path,
