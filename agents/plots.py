@@ -72,6 +72,8 @@ def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, 
     high = max(s.ci_high for s in stats)
     pad = 0.1 * (high - low) + 1e-3
     ax_iqm.set_xlim(low - pad, high + pad)
+    # tab20 keeps up to 20 agents apart (the default cycle repeats after 10).
+    ax_alpha.set_prop_cycle(color=plt.get_cmap("tab20").colors[: max(1, len(mean_alpha_curves))])
     for name, curve in mean_alpha_curves.items():
         x = [(i + 0.5) / len(curve) for i in range(len(curve))]
         ax_alpha.plot(x, curve, label=display_name(name))

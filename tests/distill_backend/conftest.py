@@ -11,7 +11,8 @@ TINY_TASK = dict(levels=["easy", "hard"], num_steps=[1, 2], level_weights=[1.0, 
                  train_size=400, probe_size=40, test_size=40, seed=0)
 TINY_SIZES = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, max_positions=128)
 TINY_KWARGS = dict(
-    warmstart=dict(task=TINY_TASK, model=TINY_SIZES, max_steps=10, eval_every=10, eval_size=10,
+    warmstart=dict(task=TINY_TASK, model=TINY_SIZES, max_steps=10, eval_every=10, eval_size=10, drill_steps=5,
+                   drill_batch_size=16,
                    batch_size=16, target_accuracy=0.4),
     questions_per_update=3, rollouts_per_question=2, max_new_tokens=24, eval_size=8, eval_k=2,
     probe_batch=6, lr=1e-2, device="cpu", dtype="float32",

@@ -15,7 +15,7 @@ from exposure_env.errors import ConfigError
 MICRO = ws.WarmStartConfig(
     task=TaskConfig(levels=("easy",), num_steps=(1,), level_weights=(1.0,), train_size=100, probe_size=10, test_size=10),
     model=TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32),
-    batch_size=8, max_steps=6, eval_every=3, eval_size=5,
+    batch_size=8, max_steps=6, eval_every=3, eval_size=5, drill_steps=2, drill_batch_size=8,
 )
 
 
