@@ -61,6 +61,8 @@ class Args:
     """MOTAB boundary mode (``topk`` or ``static``)."""
     threads: int = 2
     """torch intra-op threads."""
+    task_steps: tuple[int, ...] = (2, 4, 6)
+    """Steps of the task's difficulty levels (easy, medium, hard); must match the checkpoints' task."""
     student_path: str = ""
     """Local checkpoint of the student ("" = build/load the tiny warm start of :mod:`distill_backend.motab.pair`)."""
     teacher_path: str = ""
@@ -83,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     for f in dataclasses.fields(Args):
         flag = "--" + f.name.replace("_", "-")
         if str(f.type).startswith("tuple"):
-            parser.add_argument(flag, nargs="+", default=f.default, help=docs.get(f.name))
+            item = int if "int" in str(f.type) else str
+            parser.add_argument(flag, nargs="+", type=item, default=f.default, help=docs.get(f.name))
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
@@ -404,8 +407,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     began = time.perf_counter()
-    pair_cfg = PairConfig(student_path=args.student_path or None, teacher_path=args.teacher_path or None,
-                          device="cpu", dtype="float32")
+    from distill_backend.motab.pair import default_student_recipe
+    from distill_backend.task import TaskConfig
+
+    student_recipe = dataclasses.replace(default_student_recipe(), task=TaskConfig(num_steps=args.task_steps))
+    pair_cfg = PairConfig(student_recipe=student_recipe, student_path=args.student_path or None,
+                          teacher_path=args.teacher_path or None, device="cpu", dtype="float32")
     pair = load_pair(pair_cfg)
     splits = make_splits(pair_cfg.student_recipe.task)
     pair_info = {"student_path": pair.student_path, "teacher_path": pair.teacher_path,

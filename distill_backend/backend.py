@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,22 @@ from exposure_env.errors import ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
 
 STATE_VERSION = 1
+
+
+class ProbeBatch(NamedTuple):
+    """The fixed probe set, tokenized once."""
+
+    problems: tuple[Problem, ...]
+    student: PromptBatch
+    """Student prompts of the probe problems."""
+    ids: torch.Tensor
+    """(N, T) reference solutions + eos, right-padded: the probe-NLL targets."""
+    mask: torch.Tensor
+    ref_ids: torch.Tensor
+    """(N, T') reference reasoning followed by the answer line (teacher-side scoring)."""
+    ref_mask: torch.Tensor
+    answer_mask: torch.Tensor
+    """(N, T') True on the answer-line tokens of ``ref_ids``."""
 
 
 class Qwen3DistillBackend:
@@ -107,19 +123,19 @@ class Qwen3DistillBackend:
     def _token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _encode_probe(self, problems: Sequence[Problem]) -> dict[str, Any]:
+    def _encode_probe(self, problems: Sequence[Problem]) -> ProbeBatch:
         """Fixed probe tensors: reference solutions (+eos) and, separately, body + answer line."""
-        eos = self.tokenizer.eos_token_id
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         full = [self._token_ids(p.solution) + [eos] for p in problems]
         bodies = [self._token_ids(solution_body(p.solution)) for p in problems]
         answers = [self._token_ids(answer_line(p.solution)) for p in problems]
-        ids, mask = pad_right(full, self.tokenizer.pad_token_id, self.device)
-        ref_ids, ref_mask = pad_right([b + a for b, a in zip(bodies, answers)], self.tokenizer.pad_token_id, self.device)
+        ids, mask = pad_right(full, pad, self.device)
+        ref_ids, ref_mask = pad_right([b + a for b, a in zip(bodies, answers)], pad, self.device)
         answer_mask = torch.zeros_like(ref_mask)
         for row, (b, a) in enumerate(zip(bodies, answers)):
             answer_mask[row, len(b): len(b) + len(a)] = True
-        return {"problems": tuple(problems), "student": encode_prompts(self.tokenizer, self._student_prompts(problems), self.device),
-                "ids": ids, "mask": mask, "ref_ids": ref_ids, "ref_mask": ref_mask, "answer_mask": answer_mask}
+        student = encode_prompts(self.tokenizer, self._student_prompts(problems), self.device)
+        return ProbeBatch(tuple(problems), student, ids, mask, ref_ids, ref_mask, answer_mask)
 
     @contextlib.contextmanager
     def _teacher_model(self) -> Iterator[torch.nn.Module]:
@@ -147,16 +163,16 @@ class Qwen3DistillBackend:
     @torch.no_grad()
     def _probe_nll(self) -> float:
         probe = self._probe
-        logp = completion_logprobs(self.model, probe["student"], probe["ids"], probe["mask"])
-        return float(-logp.sum() / probe["mask"].sum())
+        logp = completion_logprobs(self.model, probe.student, probe.ids, probe.mask)
+        return float(-logp.sum() / probe.mask.sum())
 
     @torch.no_grad()
     def _teacher_answer_logprob(self, alpha: float) -> float:
         probe = self._probe
-        context = encode_prompts(self.tokenizer, self._teacher_prompts(probe["problems"], alpha), self.device)
+        context = encode_prompts(self.tokenizer, self._teacher_prompts(probe.problems, alpha), self.device)
         with self._teacher_model() as teacher:
-            logp = completion_logprobs(teacher, context, probe["ref_ids"], probe["ref_mask"])
-        return float((logp * probe["answer_mask"]).sum() / probe["answer_mask"].sum())
+            logp = completion_logprobs(teacher, context, probe.ref_ids, probe.ref_mask)
+        return float((logp * probe.answer_mask).sum() / probe.answer_mask.sum())
 
     # -- one update -------------------------------------------------------------------------
     def _update(self, alpha: float, apply: bool) -> tuple[TrainingStats, str]:
