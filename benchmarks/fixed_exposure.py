@@ -62,6 +62,8 @@ class Args:
     """Runs executed in parallel processes (each with ``threads`` torch threads)."""
     threads: int = 1
     """torch intra-op threads per process (1 is fastest on a shared 2-core machine)."""
+    resummarize: bool = False
+    """Run nothing: recompute the summary and plot from the runs already stored in ``out``."""
 
 
 def _env_kwargs(args: Args) -> dict[str, Any]:
@@ -158,6 +160,15 @@ def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
             m, ci = mean_ci(pairs) if pairs else (float("nan"), [])
             out["improvement_mean"].append(m)
             out["improvement_ci"].append(ci)
+    if 1.0 in args.alphas:
+        # Paired (same seed) difference of each alpha against full exposure (plain OPSD).
+        full = {r["seed"]: r["score"] for r in by_alpha[1.0]}
+        out["vs_full_exposure_mean"], out["vs_full_exposure_ci"] = [], []
+        for a in args.alphas:
+            pairs = [r["score"] - full[r["seed"]] for r in by_alpha[a] if r["seed"] in full]
+            m, ci = mean_ci(pairs) if pairs else (float("nan"), [])
+            out["vs_full_exposure_mean"].append(m)
+            out["vs_full_exposure_ci"].append(ci)
     finished = [m for m in out["final_score_mean"] if np.isfinite(m)]
     if finished:
         out["best_alpha"] = args.alphas[int(np.nanargmax(out["final_score_mean"]))]
@@ -166,10 +177,21 @@ def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _finite_or_none(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def _write(path: Path, summary: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    tmp.write_text(json.dumps(_finite_or_none(summary), indent=2, default=float))
     os.replace(tmp, path)
 
 
@@ -208,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
         flag = "--" + name.replace("_", "-")
         if isinstance(value, tuple):
             parser.add_argument(flag, type=float, nargs="+", default=value)
+        elif isinstance(value, bool):
+            parser.add_argument(flag, action="store_true")
         else:
             parser.add_argument(flag, type=type(value), default=value)
     values = vars(parser.parse_args(argv))
@@ -217,6 +241,15 @@ def parse_args(argv: list[str] | None = None) -> Args:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
+    if args.resummarize:
+        stored = json.loads(out.read_text())
+        saved = {k: v for k, v in stored["args"].items() if k in Args.__dataclass_fields__}
+        args = Args(**{**saved, "alphas": tuple(saved["alphas"]), "out": args.out})
+        summary = summarize(args, stored["runs"])
+        summary["wall_time"] = stored.get("wall_time")
+        _write(out, summary)
+        plot(summary, out.with_suffix(".png"))
+        return summary
     jobs: list[tuple[float | None, int]] = [(None, s) for s in range(args.seeds)]
     jobs += [(a, s) for s in range(args.seeds) for a in args.alphas]
     start = time.perf_counter()

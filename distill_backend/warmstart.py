@@ -47,16 +47,17 @@ import torch
 
 from distill_backend.evaluation import EvalConfig, evaluate_prompts
 from distill_backend.models import TinyModelConfig, init_tiny_qwen3
-from distill_backend.prompts import PromptConfig, student_prompt, teacher_prompt
+from distill_backend.prompts import PromptConfig, split_segments, student_prompt, teacher_prompt
 from distill_backend.task import Problem, TaskConfig, make_problem, make_splits
 from distill_backend.tokenizer import build_char_tokenizer
-from exposure_env.errors import ConfigError, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range
 
 RECIPE_VERSION = "1"
 """Bump when the recipe's code changes meaning, so old cache entries are not reused."""
 LOGGER = logging.getLogger(__name__)
 REPORT_FILE = "warmstart.json"
 REPORT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+TEACHER_REVEAL_MODES: tuple[str, ...] = ("ratio", "segments")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class WarmStartConfig:
     max_steps: int = 3000
     teacher_fraction: float = 0.5
     """Share of SFT examples in the teacher format (random reveal ratio)."""
+    teacher_reveal: str = "ratio"
+    """How a teacher-format example's exposure is drawn. ``ratio``: alpha ~ U[0, 1), so
+    ``k = floor(alpha * m)`` is uniform on 0..m-1 and **full reveal (k = m) is never trained** —
+    the recipe of the committed benchmarks (kept as default so they reproduce; its teacher is
+    measurably weaker at alpha = 1). ``segments``: k uniform on 0..m, full reveal included
+    (recommended for new checkpoints)."""
     drill_steps: int = 0
     """Optional stage 1: SFT steps on one-step problems only (batch ``drill_batch_size``) before the
     chains. Off by default. Meant for narrow models, which learn one-step arithmetic alone in ~400
@@ -99,6 +106,7 @@ class WarmStartConfig:
         check_range("warmup_steps", self.warmup_steps, 0, None, integer=True)
         check_range("max_steps", self.max_steps, 1, None, integer=True)
         check_range("teacher_fraction", self.teacher_fraction, 0.0, 1.0)
+        check_choice("teacher_reveal", self.teacher_reveal, TEACHER_REVEAL_MODES)
         check_range("drill_fraction", self.drill_fraction, 0.0, 1.0)
         check_range("drill_steps", self.drill_steps, 0, None, integer=True)
         check_range("drill_batch_size", self.drill_batch_size, 1, None, integer=True)
@@ -174,7 +182,12 @@ def _sft_example(problem: Problem, rng: np.random.Generator, config: WarmStartCo
     if drill or (config.drill_fraction > 0 and rng.random() < config.drill_fraction):
         problem = _drill_problem(rng, config.task.modulus)
     if rng.random() < config.teacher_fraction:
-        prompt = teacher_prompt(problem.problem, problem.solution, float(rng.random()), tokenizer, config.prompts)
+        if config.teacher_reveal == "segments":
+            m = len(split_segments(problem.solution).steps)
+            alpha = float(rng.integers(0, m + 1)) / m if m else 1.0
+        else:
+            alpha = float(rng.random())
+        prompt = teacher_prompt(problem.problem, problem.solution, alpha, tokenizer, config.prompts)
     else:
         prompt = student_prompt(problem.problem, tokenizer, config.prompts)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

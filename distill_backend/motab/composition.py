@@ -76,6 +76,11 @@ class MotabLoss(NamedTuple):
     """Mean cross-entropy over ``sft_mask`` (0 when the batch has no intervention), detached."""
 
 
+def completion_lists(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
+    """Right-padded rollouts (``distill_backend.rollout.Rollouts``) as one token list per row."""
+    return [[t for t, m in zip(row, keep) if m] for row, keep in zip(completion_ids.tolist(), completion_mask.tolist())]
+
+
 def loss_masks(origin: torch.Tensor, cfg: MotabConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """``(distill_mask, sft_mask)`` from token origins (the table in the module docstring)."""
     distill = origin == ORIGIN_SAFE

@@ -12,13 +12,14 @@ This module knows how to obtain the two models; not what is done with them.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 
 from distill_backend.models import load_causal_lm
-from distill_backend.warmstart import WarmStartConfig, ensure_warmstart, load_report
+from distill_backend.warmstart import REPORT_FILE, WarmStartConfig, ensure_warmstart, load_report
 from exposure_env.errors import ConfigError
 
 
@@ -63,7 +64,8 @@ class Pair(NamedTuple):
     student_path: str
     teacher_path: str
     warmstart_accuracy: dict[str, float]
-    """Greedy student-format accuracy of each warm start on its probe problems (tiny recipes only)."""
+    """Greedy student-format accuracy of each warm start on its selection problems (checkpoints
+    with a ``warmstart.json`` only)."""
 
 
 def resolve_paths(cfg: PairConfig) -> tuple[str, str]:
@@ -85,7 +87,7 @@ def load_pair(cfg: PairConfig) -> Pair:
     teacher.model.eval()
     teacher.model.requires_grad_(False)
     accuracy = {}
-    for role, path, given in (("student", student_path, cfg.student_path), ("teacher", teacher_path, cfg.teacher_path)):
-        if given is None:
-            accuracy[role] = load_report(path).student_accuracy  # type: ignore[arg-type]
+    for role, path in (("student", student_path), ("teacher", teacher_path)):
+        if (pathlib.Path(path) / REPORT_FILE).is_file():  # a tiny warm start knows its accuracy
+            accuracy[role] = load_report(pathlib.Path(path)).student_accuracy
     return Pair(student.model, teacher.model, student.tokenizer, student.device, student_path, teacher_path, accuracy)

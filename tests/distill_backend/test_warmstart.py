@@ -62,3 +62,21 @@ def test_tokenizer_is_saved_with_the_model(tmp_path):
     text = "Q:1+2\nA:\n1+2=3\n\\boxed{3}"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
     assert tokenizer.padding_side == "left" and tokenizer.eos_token == "<eos>" and tokenizer.pad_token == "<pad>"
+
+
+@pytest.mark.parametrize("mode, full_reveal_expected", [("ratio", False), ("segments", True)])
+def test_teacher_reveal_modes(mode, full_reveal_expected):
+    import numpy as np
+
+    from distill_backend.task import make_problem
+    from distill_backend.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    config = dataclasses.replace(MICRO, teacher_fraction=1.0, teacher_reveal=mode)
+    problem = make_problem([1, 2, 3], ["+", "+"], 10, "easy")
+    rng = np.random.default_rng(0)
+    prompts = {tokenizer.decode(ws._sft_example(problem, rng, config, tokenizer)[0]) for _ in range(200)}
+    revealed = {sum(line in p for line in ("1+2=3", "3+3=6")) for p in prompts}
+    assert revealed == ({0, 1, 2} if full_reveal_expected else {0, 1})
+    with pytest.raises(ConfigError, match="teacher_reveal"):
+        dataclasses.replace(MICRO, teacher_reveal="all")

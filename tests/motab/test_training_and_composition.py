@@ -5,9 +5,9 @@ import torch
 
 from distill_backend.losses import LossConfig
 from distill_backend.motab import MotabConfig
-from distill_backend.motab.composition import loss_masks, motab_opsd_batch, motab_opsd_loss
+from distill_backend.motab.composition import completion_lists, loss_masks, motab_opsd_batch, motab_opsd_loss
 from distill_backend.motab.exposure_bias import _curve, chain_next_step, prefix_is_correct
-from distill_backend.motab.lm import completion_batch, sample
+from distill_backend.motab.lm import completion_batch
 from distill_backend.motab.stitch import ORIGIN_MARKER, ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_TEACHER
 from distill_backend.motab.training import SftExample, TrainConfig, sft_loss, train_onpolicy_rkl, train_sft
 from distill_backend.task import make_problem
@@ -66,8 +66,14 @@ def test_loss_masks_follow_the_documented_table():
 
 @pytest.mark.parametrize("eps0", [1e-30, 1.0])
 def test_composition_loss_is_distill_plus_sft(tiny, eps0):
+    from distill_backend.rollout import pad_left, sample_completions
+
     tok, student, teacher, prompts = tiny
-    completions = sample(student, prompts, 10, eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator(2)).tokens
+    # The backend's own sampler produces the rollouts, as in the documented hook.
+    rollouts = sample_completions(student, pad_left(prompts, tok.pad_id, torch.device("cpu")), max_new_tokens=10,
+                                  eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator(2))
+    completions = completion_lists(rollouts.completion_ids, rollouts.completion_mask)
+    assert [len(c) for c in completions] == rollouts.lengths.tolist()
     cfg = MotabConfig.tiny(eps0=eps0, entropy_mode="static", teacher_max_new_tokens=6)
     batch = motab_opsd_batch(teacher, prompts, prompts, completions, tok, cfg, generator(3), torch.device("cpu"))
     assert torch.equal(batch.completion_mask, batch.origin >= 0)
