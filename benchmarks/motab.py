@@ -129,7 +129,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 class Experiment:
     """Everything one seed needs: the pair, prompts, data pool, and the method runners."""
 
-    def __init__(self, args: Args, seed: int, pair, splits) -> None:
+    def __init__(self, args: Args, seed: int, pair, splits, init_state: dict[str, Any]) -> None:
         import torch
 
         from distill_backend.evaluation import EvalConfig
@@ -140,7 +140,8 @@ class Experiment:
 
         self.args, self.seed, self.pair = args, seed, pair
         self.tok = TokenizerInfo.of(pair.tokenizer)
-        self.init_state = {k: v.detach().clone() for k, v in pair.student.state_dict().items()}
+        # The warm start, taken once in main(): the shared student module is retrained by every method.
+        self.init_state = init_state
         pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(10_000 + seed))
         self.pool = [splits.train[i] for i in pick[: args.pool_size].tolist()]
         self.test = list(splits.test[: args.test_size])
@@ -435,8 +436,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "teacher_parameters": sum(p.numel() for p in pair.teacher.parameters())}
     per_seed: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
+    init_state = {k: v.detach().clone() for k, v in pair.student.state_dict().items()}
     for seed in range(args.seeds):
-        exp = Experiment(args, seed, pair, splits)
+        exp = Experiment(args, seed, pair, splits, init_state)
         row: dict[str, Any] = {"seed": seed, "methods": {}}
         exp.reset_student()
         row["initial_student_score"] = exp.score(pair.student, salt=98)
