@@ -133,7 +133,9 @@ def measure_exposure_bias(
                     break
                 context = "".join(line + "\n" for line in lines[:j])
                 contexts.append(list(student_prompts[i]) + tok.encode(context))
-                targets.append(tok.encode(target + "\n"))
+                # The answer line ends the solution (EOS); every other step ends with its newline.
+                end = [tok.eos_id] if "\\boxed" in target else tok.encode("\n")
+                targets.append(tok.encode(target) + end)
                 labels.append((kind, j, target))
     nll_rows, acc_rows = [], []
     for start in range(0, len(contexts), 512):

@@ -114,3 +114,20 @@ def test_position_curve_means_by_kind_and_position():
     assert curve.positions == [0, 1]
     assert curve.series["own"] == [0.5, 0.5]
     assert curve.series["teacher"][0] == 1.0 and curve.counts["teacher"] == [1, 0]
+
+
+def test_bias_measurements_run_and_count_contexts(tiny):
+    from distill_backend.motab.exposure_bias import measure_exposure_bias, measure_reversed_exposure_bias
+
+    tok, student, teacher, _ = tiny
+    problems = [make_problem([1, 2, 3], ["+", "-"], 10, "easy"), make_problem([4, 5, 6], ["-", "+"], 10, "easy")]
+    prompts = [tok.encode(f"Q:{p.problem}\nA:\n") for p in problems]
+    bias = measure_exposure_bias(student, teacher, problems, prompts, prompts, tok, generator(0), max_new_tokens=8)
+    # Position 0 (the bare prompt) always has one context of each kind per problem.
+    assert bias.nll.positions[0] == 0
+    assert bias.nll.counts["own"][0] == bias.nll.counts["teacher"][0] == len(problems)
+    assert all(0.0 <= a <= 1.0 for a in bias.step_accuracy.series["own"] if a == a)
+    assert all(v > 0 for v in bias.nll.series["teacher"] if v == v)
+    curve = measure_reversed_exposure_bias(teacher, student, problems, prompts, prompts, tok, generator(1),
+                                           max_new_tokens=8)
+    assert set(curve.series) == {"student_correct", "student_wrong", "teacher_own"}
