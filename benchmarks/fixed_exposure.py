@@ -13,7 +13,12 @@ env (``env.reset(seed=s)``, then ``step(alpha)`` until the update budget is spen
   over the run's updates;
 - the no-training baseline: the same evaluation of the warm-start student.
 
-Means come with 95% t-intervals over seeds. The claims of SPEC section 2 checked here: does OPSD
+The committed results (``benchmarks/results/fixed_exposure_qwen3.json``: default loss, clipped
+forward KL; ``fixed_exposure_qwen3_reverse_kl.json``: ``--env-kwargs '{"loss": "reverse_kl"}'``)
+were run with ``--total-updates 100 --final-eval-size 400 --workers 2`` to fit a shared 2-core CPU.
+
+Means come with 95% t-intervals over seeds; ``improvement_*`` (vs the warm start) and
+``vs_full_exposure_*`` (vs alpha = 1) are paired by seed. The claims of SPEC section 2 checked here: does OPSD
 improve on the warm start, is the best alpha interior (not 1), does mismatch grow with alpha.
 Works with any env id whose backend exposes ``evaluate`` (the Qwen3 backend); for other backends
 the env's own ``score`` is used as the final score.
