@@ -14,6 +14,12 @@ One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` r
    solutions on a fixed probe batch, the teacher's log-prob of the reference answer line on the
    probe batch at the current exposure, pre-clip gradient norm, mean rollout length.
 
+With ``rollout="motab"`` a step 2b runs between 2 and 3: the teacher (same model and prompt as in
+step 3) monitors each rollout; a strayed one is rewound to its root cause and finished by the
+teacher, and step 4 uses the mixed loss of :mod:`distill_backend.motab.composition` (its docstring
+has the table of which tokens get which loss); mismatch, confidence and the loss tail are then
+measured over the distilled tokens.
+
 ``score`` (Average@k on the first ``eval_size`` test problems) is refreshed every ``eval_every``
 windows with a generator derived from the run seed and the evaluation index, so how often one
 evaluates never changes the training trajectory.
@@ -40,6 +46,8 @@ import torch
 from distill_backend.config import BackendConfig
 from distill_backend.evaluation import EvalConfig, EvalResult, evaluate_prompts
 from distill_backend.models import load_causal_lm
+from distill_backend.motab.composition import MotabOpsdBatch, completion_lists, motab_opsd_batch, motab_opsd_loss
+from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo
 from distill_backend.prompts import answer_line, solution_body, student_prompt, teacher_prompt
 from distill_backend.rollout import (
     PromptBatch,
@@ -102,6 +110,10 @@ class Qwen3DistillBackend:
         self._windows = 0
         self._evals = 0
         self._collapse_count = 0
+        # The token-text table decodes the whole vocabulary once: only built when MOTAB needs it.
+        self._motab_tok = TokenizerInfo.of(self.tokenizer) if cfg.rollout == "motab" else None
+        self.last_motab_records: list[MotabRecord] = []
+        """Per-rollout MOTAB records (breach, root cause, oracle values) of the latest update."""
 
     # -- setup helpers ----------------------------------------------------------------------
     def _load_splits(self) -> Splits:
@@ -189,12 +201,21 @@ class Qwen3DistillBackend:
         )
         ids, mask = rollouts.completion_ids, rollouts.completion_mask
         teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(rows, alpha), self.device)
+        motab = self._motab_batch(rows, alpha, ids, mask) if cfg.rollout == "motab" else None
+        if motab is not None:
+            ids, mask, student_ctx, teacher_ctx = (motab.completion_ids, motab.completion_mask, motab.prompt,
+                                                   motab.teacher_prompt)
         with torch.no_grad(), self._teacher_model() as teacher:
             teacher_logits = completion_logits(teacher, teacher_ctx, ids, mask)
         self.model.train()
         with torch.set_grad_enabled(apply):
             student_logits = completion_logits(self.model, student_ctx, ids, mask)
-            out = cfg.loss_config(student_logits, teacher_logits, mask, sampled_tokens=ids)
+            if motab is None:
+                out = cfg.loss_config(student_logits, teacher_logits, mask, sampled_tokens=ids)
+            else:
+                mixed = motab_opsd_loss(student_logits, teacher_logits, motab, cfg.loss_config, cfg.motab_sft_weight)
+                # The statistics (mismatch, confidence, loss tail) stay over the distilled tokens.
+                out, mask = mixed.distill._replace(loss=mixed.loss), motab.distill_mask
         loss = float(out.loss.detach())
         grad_norm, reason = 0.0, ""
         if not math.isfinite(loss):
@@ -226,6 +247,18 @@ class Qwen3DistillBackend:
         if not reason and apply:
             reason = self._check_collapse(loss, length)
         return stats, reason
+
+    def _motab_batch(self, rows: Sequence[Problem], alpha: float, ids: torch.Tensor,
+                     mask: torch.Tensor) -> MotabOpsdBatch:
+        """Monitor the rollouts with the teacher at exposure ``alpha``, backtrack, let it continue."""
+        assert self._motab_tok is not None
+        student = [self._token_ids(t) for t in self._student_prompts(rows)]
+        teacher_prompts = [self._token_ids(t) for t in self._teacher_prompts(rows, alpha)]
+        with self._teacher_model() as teacher:  # continuation draws come from the saved generator
+            batch = motab_opsd_batch(teacher, student, teacher_prompts, completion_lists(ids, mask),
+                                     self._motab_tok, self.config.motab, self.generator, self.device)
+        self.last_motab_records = batch.records
+        return batch
 
     def _advance_ema_teacher(self) -> None:
         if self.config.teacher != "ema" or self.teacher is None:

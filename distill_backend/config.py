@@ -2,7 +2,8 @@
 
 Plain-data keyword arguments (from ``gym.make``) become this frozen dataclass through
 :func:`backend_config_from_kwargs`; nested parts (task, tiny-model sizes, warm-start recipe, prompts)
-may be given as dicts there and are converted into their own dataclasses. Defaults are ours unless
+may be given as dicts there and are converted into their own dataclasses (a ``motab`` dict overrides
+the fields of :meth:`MotabConfig.tiny`). Defaults are ours unless
 marked (paper); each is documented on its field.
 """
 
@@ -15,18 +16,25 @@ from typing import Any, Mapping
 from distill_backend.evaluation import EvalConfig
 from distill_backend.losses import LossConfig
 from distill_backend.models import DEVICE_CHOICES, DTYPE_CHOICES, TinyModelConfig
+from distill_backend.motab.config import MotabConfig
 from distill_backend.prompts import PromptConfig
 from distill_backend.task import TaskConfig
 from distill_backend.warmstart import WarmStartConfig
 from exposure_env.errors import ConfigError, check_choice, check_range
 
 TEACHER_MODES: tuple[str, ...] = ("frozen", "current", "ema")
+ROLLOUT_MODES: tuple[str, ...] = ("plain", "motab")
 TINY_DEFAULT = "tiny-default"
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """One self-distillation run of :class:`~distill_backend.backend.Qwen3DistillBackend`."""
+    """One self-distillation run of :class:`~distill_backend.backend.Qwen3DistillBackend`.
+
+    ``rollout="motab"`` monitors each student rollout with the exposure-conditioned teacher, cuts it
+    at the first breach and lets that teacher finish from the safe context; the table of which
+    tokens get which loss is in the docstring of :mod:`distill_backend.motab.composition`.
+    """
 
     model: str = TINY_DEFAULT
     """``"tiny-default"`` (the cached warm start of ``warmstart``) or a local checkpoint directory."""
@@ -42,6 +50,21 @@ class BackendConfig:
     max_new_tokens: int = 48
     rollout_temperature: float = 1.0
     rollout_top_p: float = 1.0
+    rollout: str = "plain"
+    """``plain``: distil on the student's whole rollouts (SPEC section 1). ``motab``: MOTAB-monitored,
+    backtracked rollouts (issue 5's composition, SPEC section 3): the teacher at the current reveal
+    ratio judges each step, a strayed rollout is rewound to the root cause and completed by that
+    teacher (every ``motab`` field applies except ``student_max_new_tokens`` and the SKD ones: the
+    student's rollout keeps ``max_new_tokens`` / ``rollout_temperature`` / ``rollout_top_p``). The per-update
+    statistics (mismatch, confidence, loss tail) are then over the distilled tokens only, ``loss``
+    is the total, and ``rollout_length`` stays the student's own rollout length."""
+    motab: MotabConfig = field(default_factory=MotabConfig.tiny)
+    """MOTAB knobs for ``rollout="motab"`` (ignored otherwise). Default: :meth:`MotabConfig.tiny`
+    (steps end at a newline, as in the synthetic task); a real math model wants the paper's
+    ``step_delimiter="\\n\\n"``."""
+    motab_sft_weight: float = 1.0
+    """Weight of the cross-entropy on the revise marker + teacher continuation (``rollout="motab"``):
+    the loss is ``distill + motab_sft_weight * sft`` (ours: 1.0, equal footing)."""
     lr: float = 1e-4
     """AdamW learning rate of the student (paper: 5e-6 with LoRA on 1.7B-8B models). For the tiny
     default, pilot runs (seed 0, 60 updates at alpha 1) collapsed the student at 1e-3 (Average@4
@@ -95,6 +118,10 @@ class BackendConfig:
             check_range(name, getattr(self, name), 1, None, integer=True)
         check_range("rollout_temperature", self.rollout_temperature, 0.0, None, low_inclusive=False)
         check_range("rollout_top_p", self.rollout_top_p, 0.0, 1.0, low_inclusive=False)
+        check_choice("rollout", self.rollout, ROLLOUT_MODES)
+        if not isinstance(self.motab, MotabConfig):
+            raise ConfigError("motab", "a MotabConfig (or, through backend_config_from_kwargs, a dict)", self.motab)
+        check_range("motab_sft_weight", self.motab_sft_weight, 0.0, None)
         check_range("lr", self.lr, 0.0, None, low_inclusive=False)
         check_range("weight_decay", self.weight_decay, 0.0, None)
         check_range("grad_clip", self.grad_clip, 0.0, None, low_inclusive=False)
@@ -145,6 +172,13 @@ def _build(cls, value: Any, name: str):
     return cls(**_tuples(value))
 
 
+def _motab(value: Any) -> MotabConfig:
+    """A ``motab`` kwarg: a MotabConfig, or a dict of overrides of :meth:`MotabConfig.tiny`."""
+    if isinstance(value, Mapping):  # unknown keys are reported by _build, as for the other nested configs
+        return _build(MotabConfig, {**dataclasses.asdict(MotabConfig.tiny()), **value}, "motab")
+    return value
+
+
 def backend_config_from_kwargs(kwargs: Mapping[str, Any]) -> BackendConfig:
     """Build a :class:`BackendConfig` from plain data.
 
@@ -166,6 +200,8 @@ def backend_config_from_kwargs(kwargs: Mapping[str, Any]) -> BackendConfig:
         warmstart = dataclasses.replace(warmstart, task=task or warmstart.task, model=sizes or warmstart.model)
     if "prompts" in data:
         data["prompts"] = _build(PromptConfig, data["prompts"], "prompts")
+    if "motab" in data:
+        data["motab"] = _motab(data["motab"])
     known = {f.name for f in dataclasses.fields(BackendConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
