@@ -29,12 +29,9 @@ Run: ``python -m benchmarks.backend_throughput --out benchmarks/results/backend_
 
 from __future__ import annotations
 
-import argparse
-import ast
 import contextlib
 import copy
 import dataclasses
-import inspect
 import io
 import json
 import os
@@ -46,6 +43,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from benchmarks.common import args_from_namespace, dataclass_parser
 
 QWEN3_VOCAB = 151_936
 MMAP_THRESHOLD = 1 << 16
@@ -623,32 +622,9 @@ def measure_throughput(args: Args) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (attribute docstrings are not kept at run time)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
-        elif str(f.type).startswith("tuple"):
-            item = int if "int" in str(f.type) else str
-            parser.add_argument(flag, nargs="+", type=item, default=f.default, help=docs.get(f.name))
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
-    values = vars(parser.parse_args(argv))
-    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    parser = dataclass_parser(Args, __doc__.split("\n\n")[0])
+    return args_from_namespace(Args, parser.parse_args(argv))
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

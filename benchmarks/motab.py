@@ -16,10 +16,7 @@ Run: ``python -m benchmarks.motab --seeds 3 --out benchmarks/results/motab.json`
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -27,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import args_from_namespace, dataclass_parser
 
 METHODS: tuple[str, ...] = (
     "teacher_sft", "step_skd", "token_skd", "onpolicy_rkl", "motab", "motab_rkl", "motab_masked",
@@ -77,29 +76,9 @@ class Args:
     """Local checkpoint of the teacher ("" = the tiny warm start)."""
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    return {
-        node.target.id: " ".join(str(after.value.value).split())
-        for node, after in zip(body, body[1:])
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type).startswith("tuple"):
-            item = int if "int" in str(f.type) else str
-            parser.add_argument(flag, nargs="+", type=item, default=f.default, help=docs.get(f.name))
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=f.default, help=docs.get(f.name))
-    values = vars(parser.parse_args(argv))
-    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    parser = dataclass_parser(Args, (__doc__ or "").split("\n\n")[0])
+    args = args_from_namespace(Args, parser.parse_args(argv))
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
