@@ -200,9 +200,10 @@ class Qwen3DistillBackend:
             generator=self.generator,
         )
         ids, mask = rollouts.completion_ids, rollouts.completion_mask
-        teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(rows, alpha), self.device)
         motab = self._motab_batch(rows, alpha, ids, mask) if cfg.rollout == "motab" else None
-        if motab is not None:
+        if motab is None:
+            teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(rows, alpha), self.device)
+        else:  # the MOTAB batch already carries both (re-padded) prompts: no second tokenization
             ids, mask, student_ctx, teacher_ctx = (motab.completion_ids, motab.completion_mask, motab.prompt,
                                                    motab.teacher_prompt)
         with torch.no_grad(), self._teacher_model() as teacher:
