@@ -1,10 +1,12 @@
-"""The ``atesd`` command: ``atesd run`` (one controlled run) and ``atesd compare`` (agents x seeds).
+"""The ``atesd`` command: ``atesd run`` (one controlled run), ``atesd compare`` (agents x seeds) and
+``atesd warmstart`` (build or inspect the tiny default's cached warm-start checkpoint).
 
 Examples::
 
     atesd run --env ATESD-Surrogate-v0 --agent beta --seed 0 --out runs/
     atesd run --env ATESD-Surrogate-v0 --agent ppo --train-episodes 40 --env-kwargs '{"total_updates": 100}'
     atesd compare --env ATESD-Surrogate-v0 --agents beta,fixed:1.0,fixed:0.5,random --seeds 10 --out runs/cmp
+    atesd warmstart                      # build (or find) the tiny default's warm start, print its report
 
 SB3 agents (ppo, sac, a2c, td3, ppo-beta) first train for ``--train-episodes`` full runs on seeds
 disjoint from the evaluated one, then act deterministically in one evaluated run. The ATESD agent
@@ -64,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--workers", type=int, default=2, help="parallel processes (default: %(default)s)")
     compare.add_argument("--reference", default="fixed:1.0", help="baseline for P(improvement) (default: OPSD)")
     compare.add_argument("--out", default="runs/compare", help="output directory (default: %(default)s)")
+
+    warm = sub.add_parser("warmstart", help="build or inspect the cached warm start of ATESD-Qwen3-v0's tiny default")
+    warm.add_argument("--env-kwargs", type=_env_kwargs, default={},
+                      help="JSON object of ATESD-Qwen3-v0 backend kwargs that shape the recipe "
+                           "(warmstart, task, model_size); the default recipe without it")
+    warm.add_argument("--inspect", action="store_true",
+                      help="only print the report of an already cached checkpoint (error if none)")
     return parser
 
 
@@ -72,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "warmstart":
+            return _warmstart(args)
         return _compare(args)
     except (AtesdError, ConfigError) as exc:
         print(f"atesd {args.command}: error: {exc}", file=sys.stderr)
@@ -102,6 +113,25 @@ def _compare(args: argparse.Namespace) -> int:
     result = run_compare(config)
     print(markdown_table(result))
     print(f"wrote {args.out}/compare.json, compare.md, compare.png ({result.wall_time_s:.0f} s)")
+    return 0
+
+
+def _warmstart(args: argparse.Namespace) -> int:
+    # The command line is the application layer: this one subcommand reaches the real backend,
+    # lazily, so `atesd run` on the surrogate never imports torch's model stack.
+    from distill_backend.config import backend_config_from_kwargs
+    from distill_backend.warmstart import REPORT_FILE, ensure_warmstart, format_report, load_report, warmstart_dir
+
+    recipe = backend_config_from_kwargs(args.env_kwargs).warmstart
+    path = warmstart_dir(recipe)
+    if args.inspect and not (path / REPORT_FILE).is_file():
+        raise ConfigError("--inspect", "the key of an already built warm start", recipe.cache_key(),
+                          hint=f"nothing cached at {path}; run `atesd warmstart` without --inspect to build it")
+    if not (path / REPORT_FILE).is_file():
+        print(f"building the warm start into {path} (cached for later runs)", file=sys.stderr)
+    path = ensure_warmstart(recipe, progress=True)
+    print(format_report(load_report(path)))
+    print(f"checkpoint: {path}")
     return 0
 
 

@@ -50,7 +50,7 @@ from exposure_env.types import TRACE_FIELDS
 
 PROBE_NLL = TRACE_FIELDS.index("probe_nll")
 MISMATCH = TRACE_FIELDS.index("mismatch")
-ANSWER_LOGPROB = TRACE_FIELDS.index("teacher_answer_logprob")
+REF_LOGPROB = TRACE_FIELDS.index("teacher_ref_logprob")
 
 Schedule = Callable[[int, SurrogateState], np.ndarray]
 
@@ -89,7 +89,7 @@ def simulate(params: SurrogateParams, config: ExposureEnvConfig, start: Surrogat
         length = min(config.hold_window, config.total_updates - done)
         window = transition(params, state, schedule(w, state), length, rng)
         l_trace = window.traces[PROBE_NLL]
-        parts = reward_components(l_before, l_trace, window.traces[ANSWER_LOGPROB], config.gamma)
+        parts = reward_components(l_before, l_trace, window.traces[REF_LOGPROB], config.gamma)
         for mode in REWARD_MODES:
             returns[mode] += combine_reward(mode, parts, config.lambda_gt)
         mismatch_sum += window.traces[MISMATCH].sum(axis=1)
@@ -106,7 +106,7 @@ def greedy_schedule(params: SurrogateParams, config: ExposureEnvConfig, grid: np
         before = np.tile(observe(quiet, state, np.full(batch, 0.5)).stats[PROBE_NLL], grid.size)
         look = transition(quiet, tile_state(state, grid.size), np.repeat(grid, batch), config.hold_window,
                           np.random.default_rng(w))
-        reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[ANSWER_LOGPROB],
+        reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[REF_LOGPROB],
                                config.gamma, config.lambda_gt)
         return grid[reward.reshape(grid.size, batch).argmax(axis=0)]
 

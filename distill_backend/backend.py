@@ -11,8 +11,10 @@ One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` r
 4. distillation loss over completion tokens (:mod:`distill_backend.losses`), AdamW step with
    gradient-norm clipping;
 5. statistics: loss, its 90th percentile, top-1 mismatch, student confidence, probe NLL of reference
-   solutions on a fixed probe batch, the teacher's log-prob of the reference answer line on the
-   probe batch at the current exposure, pre-clip gradient norm, mean rollout length.
+   solutions on a fixed probe batch, the teacher's mean log-prob of those reference solutions
+   when prompted at the current exposure (``teacher_ref_logprob``, the grounding statistic
+   ``G_gt`` of the reward; computed once per reveal ratio while the teacher is frozen), pre-clip
+   gradient norm, mean rollout length.
 
 With ``rollout="motab"`` a step 2b runs between 2 and 3: the teacher (same model and prompt as in
 step 3) monitors each rollout; a strayed one is rewound to its root cause and finished by the
@@ -38,23 +40,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from distill_backend.config import BackendConfig
-from distill_backend.evaluation import EvalConfig, EvalResult, evaluate_prompts
+from distill_backend.evaluation import EvalConfig, EvalResult, evaluate_prompts, reference_logprob
 from distill_backend.models import load_causal_lm
 from distill_backend.motab.composition import MotabOpsdBatch, completion_lists, motab_opsd_batch, motab_opsd_loss
 from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo
-from distill_backend.prompts import answer_line, solution_body, student_prompt, teacher_prompt
+from distill_backend.prompts import student_prompt, teacher_prompt
 from distill_backend.rollout import (
-    PromptBatch,
     completion_logits,
-    completion_logprobs,
     encode_prompts,
-    pad_right,
     sample_completions,
 )
 from distill_backend.task import Problem, Splits, load_dataset, make_splits, split_dataset
@@ -63,22 +62,6 @@ from exposure_env.errors import ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
 
 STATE_VERSION = 1
-
-
-class ProbeBatch(NamedTuple):
-    """The fixed probe set, tokenized once."""
-
-    problems: tuple[Problem, ...]
-    student: PromptBatch
-    """Student prompts of the probe problems."""
-    ids: torch.Tensor
-    """(N, T) reference solutions + eos, right-padded: the probe-NLL targets."""
-    mask: torch.Tensor
-    ref_ids: torch.Tensor
-    """(N, T') reference reasoning followed by the answer line (teacher-side scoring)."""
-    ref_mask: torch.Tensor
-    answer_mask: torch.Tensor
-    """(N, T') True on the answer-line tokens of ``ref_ids``."""
 
 
 class Qwen3DistillBackend:
@@ -100,7 +83,9 @@ class Qwen3DistillBackend:
         self.optimizer = self._new_optimizer()
         self.generator = torch.Generator(device=self.device)
         self._np_rng = np.random.default_rng(cfg.seed)
-        self._probe = self._encode_probe(self.splits.probe[: cfg.probe_batch])
+        self._probe: tuple[Problem, ...] = self.splits.probe[: cfg.probe_batch]
+        self._probe_prompts = self._student_prompts(self._probe)
+        self._ref_logprob_cache: dict[float, float] = {}
         self.eval_problems: tuple[Problem, ...] = self.splits.test[: cfg.eval_size]
         self.last_eval: EvalResult | None = None
         self._stats: TrainingStats | None = None
@@ -135,20 +120,6 @@ class Qwen3DistillBackend:
     def _token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _encode_probe(self, problems: Sequence[Problem]) -> ProbeBatch:
-        """Fixed probe tensors: reference solutions (+eos) and, separately, body + answer line."""
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        full = [self._token_ids(p.solution) + [eos] for p in problems]
-        bodies = [self._token_ids(solution_body(p.solution)) for p in problems]
-        answers = [self._token_ids(answer_line(p.solution)) for p in problems]
-        ids, mask = pad_right(full, pad, self.device)
-        ref_ids, ref_mask = pad_right([b + a for b, a in zip(bodies, answers)], pad, self.device)
-        answer_mask = torch.zeros_like(ref_mask)
-        for row, (b, a) in enumerate(zip(bodies, answers)):
-            answer_mask[row, len(b): len(b) + len(a)] = True
-        student = encode_prompts(self.tokenizer, self._student_prompts(problems), self.device)
-        return ProbeBatch(tuple(problems), student, ids, mask, ref_ids, ref_mask, answer_mask)
-
     @contextlib.contextmanager
     def _teacher_model(self) -> Iterator[torch.nn.Module]:
         if self.config.teacher == "current":
@@ -172,19 +143,29 @@ class Qwen3DistillBackend:
         return picked
 
     # -- statistics -------------------------------------------------------------------------
-    @torch.no_grad()
     def _probe_nll(self) -> float:
-        probe = self._probe
-        logp = completion_logprobs(self.model, probe.student, probe.ids, probe.mask)
-        return float(-logp.sum() / probe.mask.sum())
+        """Student NLL per token of the probe set's reference solutions (the progress signal)."""
+        return -reference_logprob(self.model, self.tokenizer, self._probe_prompts, self._probe, self.device)
 
     @torch.no_grad()
-    def _teacher_answer_logprob(self, alpha: float) -> float:
-        probe = self._probe
-        context = encode_prompts(self.tokenizer, self._teacher_prompts(probe.problems, alpha), self.device)
+    def _teacher_ref_logprob(self, alpha: float) -> float:
+        """``G_gt``'s statistic: the teacher's mean per-token log-prob of the probe set's reference
+        solutions (reasoning, answer line and eos) as completions of its exposure-``alpha`` prompts.
+
+        It varies with ``alpha`` (revealed steps are cheap to reproduce, hidden ones must be
+        derived) and with how well the teacher reads the reference. A frozen teacher (the default)
+        gives the same value for the same ``alpha`` all run long, so it is computed once per
+        reveal ratio and reused; a live or EMA teacher is scored afresh every update.
+        """
+        cacheable = self.config.teacher == "frozen"
+        if cacheable and alpha in self._ref_logprob_cache:
+            return self._ref_logprob_cache[alpha]
         with self._teacher_model() as teacher:
-            logp = completion_logprobs(teacher, context, probe.ref_ids, probe.ref_mask)
-        return float((logp * probe.answer_mask).sum() / probe.answer_mask.sum())
+            value = reference_logprob(teacher, self.tokenizer, self._teacher_prompts(self._probe, alpha),
+                                      self._probe, self.device)
+        if cacheable:
+            self._ref_logprob_cache[alpha] = value
+        return value
 
     # -- one update -------------------------------------------------------------------------
     def _update(self, alpha: float, apply: bool) -> tuple[TrainingStats, str]:
@@ -240,7 +221,7 @@ class Qwen3DistillBackend:
             mismatch=float(out.mismatch),
             probe_nll=self._probe_nll(),
             confidence=float(out.student_confidence),
-            teacher_answer_logprob=self._teacher_answer_logprob(alpha),
+            teacher_ref_logprob=self._teacher_ref_logprob(alpha),
             grad_norm=grad_norm,
             rollout_length=length,
             score=self._stats.score if self._stats else 0.0,

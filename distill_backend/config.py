@@ -49,6 +49,7 @@ class BackendConfig:
     rollouts_per_question: int = 4
     max_new_tokens: int = 48
     rollout_temperature: float = 1.0
+    """Sampling temperature of the student's rollouts (paper recipe: 1.1)."""
     rollout_top_p: float = 1.0
     rollout: str = "plain"
     """``plain``: distil on the student's whole rollouts (SPEC section 1). ``motab``: MOTAB-monitored,
@@ -83,6 +84,9 @@ class BackendConfig:
     """Pointwise clip of the forward-KL terms (paper: 0.05)."""
     beta: float = 0.5
     """Generalized-JSD interpolation (0 = forward KL, 1 = reverse KL)."""
+    loss_temperature: float | None = None
+    """Both logits are divided by this before the divergence. ``None`` (default) uses
+    ``rollout_temperature``, as the OPSD code does; 1.0 scores the raw distributions."""
     loss_chunk_size: int = 256
     teacher: str = "frozen"
     """``frozen`` (initial weights, the paper's choice), ``current`` (the live student), or ``ema``."""
@@ -139,7 +143,9 @@ class BackendConfig:
 
     @property
     def loss_config(self) -> LossConfig:
-        return LossConfig(kind=self.loss, tau=self.tau, beta=self.beta, chunk_size=self.loss_chunk_size)
+        temperature = self.rollout_temperature if self.loss_temperature is None else self.loss_temperature
+        return LossConfig(kind=self.loss, tau=self.tau, beta=self.beta, temperature=temperature,
+                          chunk_size=self.loss_chunk_size)
 
     @property
     def eval_config(self) -> EvalConfig:

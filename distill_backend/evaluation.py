@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from distill_backend.rollout import encode_prompts, sample_completions
+from distill_backend.rollout import completion_logprobs, encode_prompts, pad_right, sample_completions
 from distill_backend.task import Problem, difficulty_levels
 from exposure_env.errors import check_range
 
@@ -115,3 +115,19 @@ def evaluate_prompts(
     per_pass = {lv: float(hit[levels == lv].mean()) for lv in difficulty_levels(problems)}
     return EvalResult(float(avg.mean()), float(hit.mean()), k, len(problems), per_avg, per_pass,
                       float(np.mean(lengths)))
+
+
+@torch.no_grad()
+def reference_logprob(model, tokenizer, prompts: Sequence[str], problems: Sequence[Problem],
+                      device: torch.device) -> float:
+    """Mean per-token log-probability of each problem's reference solution (plus eos) as the
+    completion of its prompt (one prompt per problem), pooled over all tokens.
+
+    With student prompts it is minus the probe NLL; with teacher prompts at reveal ratio ``alpha``
+    it measures how well the model in the teacher role reads (and continues) the reference, which
+    is the grounding statistic ``G_gt`` of the reward and the warm start's teacher-NLL check.
+    """
+    ids = [tokenizer(p.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for p in problems]
+    targets, mask = pad_right(ids, tokenizer.pad_token_id, device)
+    logp = completion_logprobs(model, encode_prompts(tokenizer, prompts, device), targets, mask)
+    return float(logp.sum() / mask.sum())

@@ -72,6 +72,10 @@ class LossConfig:
     beta: float = 0.5
     """Generalized-JSD interpolation in [0, 1] (TRL convention: 0 = forward KL, 1 = reverse KL).
     Used by ``jsd`` only."""
+    temperature: float = 1.0
+    """Both logits are divided by this before the divergence (and before every statistic), as the
+    OPSD code does with its rollout temperature; the gradient is taken with respect to the raw
+    student logits. 1.0 leaves them unchanged."""
     chunk_size: int = 256
     """Largest number of valid (batch, position) rows evaluated at once (see ``chunk_elements``)."""
     chunk_elements: int = 2**22
@@ -85,6 +89,7 @@ class LossConfig:
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau == math.inf):
             check_range("tau", self.tau, 0.0, None, low_inclusive=False)
         check_range("beta", self.beta, 0.0, 1.0)
+        check_range("loss_temperature", self.temperature, 0.0, None, low_inclusive=False)
         check_range("chunk_size", self.chunk_size, 1, None, integer=True)
         check_range("chunk_elements", self.chunk_elements, 1, None, integer=True)
 
@@ -290,9 +295,13 @@ def _chunk_kernel(config: LossConfig) -> ChunkKernel:
     return functools.partial(_autograd_kernel, fn=config.per_position_fn())
 
 
-def _gather_log_probs(logits: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """Log-softmax of the selected rows as a fresh ``(rows, V)`` tensor of ``dtype``, computed in place."""
+def _gather_log_probs(logits: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Log-softmax of the selected rows (divided by ``temperature``) as a fresh ``(rows, V)`` tensor
+    of ``dtype``, computed in place."""
     chunk = logits[rows].to(dtype)
+    if temperature != 1.0:
+        chunk.div_(temperature)
     return chunk.sub_(torch.logsumexp(chunk, dim=-1, keepdim=True))
 
 
@@ -304,6 +313,7 @@ def _chunked_pass(
     kernel: ChunkKernel,
     chunk_size: int,
     need_grad: bool,
+    temperature: float = 1.0,
 ) -> _ChunkResult:
     """Loss, statistics and (optionally) d loss / d student over the valid rows, chunk by chunk.
 
@@ -318,10 +328,12 @@ def _chunked_pass(
     mismatches = torch.zeros((), dtype=compute, device=student.device)
     confidence = torch.zeros((), dtype=compute, device=student.device)
     scale = 1.0 / max(n_valid, 1)
+    # d/d logits = (1/T) d/d (logits / T): the kernels differentiate with respect to the scaled logits.
+    grad_scale = scale / temperature
     for start in range(0, n_valid, chunk_size):
         chunk_rows = (batch_idx[start : start + chunk_size], pos_idx[start : start + chunk_size])
-        log_q = _gather_log_probs(student, chunk_rows, compute)
-        log_p = _gather_log_probs(teacher, chunk_rows, compute)
+        log_q = _gather_log_probs(student, chunk_rows, compute, temperature)
+        log_p = _gather_log_probs(teacher, chunk_rows, compute, temperature)
         top_log_q, student_top = log_q.max(dim=-1)
         confidence += top_log_q.exp().sum()
         mismatches += (student_top != log_p.argmax(dim=-1)).sum()
@@ -329,7 +341,7 @@ def _chunked_pass(
         losses, chunk_grad = kernel(log_q, log_p, y_chunk, need_grad)
         per_token[chunk_rows] = losses
         if grad is not None:
-            grad[chunk_rows] = chunk_grad.mul_(scale).to(grad.dtype)
+            grad[chunk_rows] = chunk_grad.mul_(grad_scale).to(grad.dtype)
         del log_q, log_p, chunk_grad
     return _ChunkResult(per_token.sum() * scale, per_token, mismatches * scale, confidence * scale, grad)
 
@@ -343,12 +355,13 @@ class _ChunkedDistillation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, student, teacher, batch_idx, pos_idx, tokens, kernel, chunk_size):  # type: ignore[override]
-        result = _chunked_pass(student, teacher, (batch_idx, pos_idx), tokens, kernel, chunk_size, need_grad=True)
+    def forward(ctx, student, teacher, batch_idx, pos_idx, tokens, kernel, chunk_size, temperature):  # type: ignore[override]
+        result = _chunked_pass(student, teacher, (batch_idx, pos_idx), tokens, kernel, chunk_size, need_grad=True,
+                               temperature=temperature)
         saved_tokens = tokens if tokens is not None else torch.empty(0)
         ctx.save_for_backward(student, teacher, batch_idx, pos_idx, saved_tokens)
         ctx.has_tokens = tokens is not None
-        ctx.kernel, ctx.chunk_size = kernel, chunk_size
+        ctx.kernel, ctx.chunk_size, ctx.temperature = kernel, chunk_size, temperature
         ctx.grad = result.grad
         ctx.mark_non_differentiable(result.per_token, result.mismatch, result.confidence)
         return result.loss, result.per_token, result.mismatch, result.confidence
@@ -361,9 +374,10 @@ class _ChunkedDistillation(torch.autograd.Function):
             student, teacher, batch_idx, pos_idx, tokens = ctx.saved_tensors
             rows = (batch_idx, pos_idx)
             tokens = tokens if ctx.has_tokens else None
-            grad = _chunked_pass(student, teacher, rows, tokens, ctx.kernel, ctx.chunk_size, need_grad=True).grad
+            grad = _chunked_pass(student, teacher, rows, tokens, ctx.kernel, ctx.chunk_size, need_grad=True,
+                                 temperature=ctx.temperature).grad
         grad.mul_(grad_loss.to(grad.dtype))
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 def _validate_inputs(
@@ -401,11 +415,12 @@ def _distillation_loss(
     teacher = teacher_logits.detach()
     if student_logits.requires_grad and torch.is_grad_enabled():
         outputs = _ChunkedDistillation.apply(
-            student_logits, teacher, batch_idx, pos_idx, tokens, kernel, rows_per_chunk
+            student_logits, teacher, batch_idx, pos_idx, tokens, kernel, rows_per_chunk, config.temperature
         )
         return LossOutput(*outputs)
     result = _chunked_pass(
-        student_logits.detach(), teacher, (batch_idx, pos_idx), tokens, kernel, rows_per_chunk, need_grad=False
+        student_logits.detach(), teacher, (batch_idx, pos_idx), tokens, kernel, rows_per_chunk, need_grad=False,
+        temperature=config.temperature,
     )
     return LossOutput(result.loss, result.per_token, result.mismatch, result.confidence)
 
@@ -419,6 +434,7 @@ def distillation_loss(
     tau: float | None = 0.05,
     beta: float = 0.5,
     sampled_tokens: torch.Tensor | None = None,
+    temperature: float = 1.0,
     chunk_size: int = 256,
     chunk_elements: int = 2**22,
 ) -> LossOutput:
@@ -428,12 +444,13 @@ def distillation_loss(
         student_logits: ``(B, T, V)``, any float dtype; position ``n`` predicts completion token ``n``.
         teacher_logits: ``(B, T, V)``, same positions; detached here.
         mask: ``(B, T)`` bool (or 0/1); False marks padding / prompt positions that must not count.
-        kind, tau, beta, chunk_size, chunk_elements: see :class:`LossConfig` (validated there).
+        kind, tau, beta, temperature, chunk_size, chunk_elements: see :class:`LossConfig` (validated there).
         sampled_tokens: ``(B, T)`` token ids the student sampled; required for ``sampled_token``.
 
     Returns:
         :class:`LossOutput`. Peak memory beyond the inputs is about one ``(B, T, V)`` gradient in the
         student's dtype plus a few ``chunk_size x V`` fp32 buffers (see the module docstring).
     """
-    config = LossConfig(kind=kind, tau=tau, beta=beta, chunk_size=chunk_size, chunk_elements=chunk_elements)
+    config = LossConfig(kind=kind, tau=tau, beta=beta, temperature=temperature, chunk_size=chunk_size,
+                        chunk_elements=chunk_elements)
     return _distillation_loss(config, student_logits, teacher_logits, mask, sampled_tokens)

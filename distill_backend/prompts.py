@@ -103,14 +103,3 @@ def teacher_prompt(
     reference = revealed_reference(solution, reveal_ratio)
     body = config.teacher_template.format(problem=problem, reference=reference, transition=config.transition)
     return _render(body, tokenizer, config)
-
-
-def answer_line(solution: str) -> str:
-    """The final answer line of a reference solution."""
-    return split_segments(solution).final
-
-
-def solution_body(solution: str) -> str:
-    """The reference reasoning without the final answer line, newline-terminated when non-empty."""
-    steps = split_segments(solution).steps
-    return "".join(step + "\n" for step in steps)

@@ -7,17 +7,24 @@ recipe, all of it in :class:`WarmStartConfig`:
 1. Random-init a :class:`~distill_backend.models.TinyModelConfig` Qwen3 with the character tokenizer.
 2. SFT on the train split (cross-entropy on completion tokens only, AdamW, linear warmup then
    constant lr). Each example is, with probability ``teacher_fraction``, in the **teacher format**
-   (problem + the reference revealed at a reveal ratio drawn uniformly from [0, 1] + transition),
-   otherwise in the student format. Without teacher-format examples the model never learns to read
-   the reference and revealing more of it makes it worse (TINY-SETUP-NOTES). Optional one-step
-   "drills" (``drill_steps``, ``drill_fraction``; off by default) teach the per-step arithmetic in
-   a short context for models too narrow to learn it inside the chains.
-3. Every ``eval_every`` steps, measure greedy student accuracy on ``eval_size`` probe problems and
-   keep the checkpoint closest to ``target_accuracy``. Stop once accuracy passes the upper end of
-   ``accuracy_window`` (or at ``max_steps``). Competence jumps within a few dozen steps, so the
-   checkpoint is selected on held-out accuracy, never on time or step count.
-4. Report student greedy accuracy and teacher-role greedy accuracy at several reveal ratios
-   (``warmstart.json`` next to the weights).
+   (problem + the first ``k`` reference segments and the answer line + transition), otherwise in
+   the student format. With ``teacher_reveal="segments"`` (default) ``k`` is uniform on ``0..m``,
+   so every exposure the backend can ask for, full reveal included, is in the training
+   distribution. Without teacher-format examples the model never learns to read the reference and
+   revealing more of it makes it worse; with ``k`` drawn from ``0..m-1`` only (``"ratio"``, the
+   first recipe) the teacher was measurably weakest exactly at full reveal. Optional one-step
+   "drills" (``drill_steps``, ``drill_fraction``) teach the per-step arithmetic in a short context.
+3. Every ``eval_every`` steps, measure greedy student accuracy on ``eval_size`` probe problems.
+   While it is inside ``accuracy_window``, also measure teacher-role greedy accuracy at every
+   reveal ratio of :data:`REPORT_ALPHAS`. The selected checkpoint is the one closest to
+   ``target_accuracy`` among those whose student is inside the window and whose teacher reaches
+   ``teacher_min_accuracy`` at every reveal ratio (falling back to the best teacher inside the
+   window, then to the closest student). Stop once accuracy passes the upper end of the window (or
+   at ``max_steps``). Competence jumps within a few dozen steps, so the checkpoint is selected on
+   held-out accuracy, never on time or step count.
+4. Report (``warmstart.json`` next to the weights, printed by ``atesd warmstart``): student greedy
+   accuracy, teacher-role greedy accuracy and the teacher's NLL per token of the reference solution
+   at each reveal ratio, the selection history and the build time.
 
 The result is a ``save_pretrained`` directory (model + tokenizer) cached outside the repository in
 ``$ATESD_CACHE_DIR`` (default ``~/.cache/atesd``), named by a hash of the recipe, rebuilt
@@ -45,14 +52,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from distill_backend.evaluation import EvalConfig, evaluate_prompts
+from distill_backend.evaluation import EvalConfig, evaluate_prompts, reference_logprob
 from distill_backend.models import TinyModelConfig, init_tiny_qwen3
 from distill_backend.prompts import PromptConfig, split_segments, student_prompt, teacher_prompt
 from distill_backend.task import Problem, TaskConfig, make_problem, make_splits
 from distill_backend.tokenizer import build_char_tokenizer
 from exposure_env.errors import ConfigError, check_choice, check_range
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 """Bump when the recipe's code changes meaning, so old cache entries are not reused."""
 LOGGER = logging.getLogger(__name__)
 REPORT_FILE = "warmstart.json"
@@ -78,12 +85,11 @@ class WarmStartConfig:
     max_steps: int = 3000
     teacher_fraction: float = 0.5
     """Share of SFT examples in the teacher format (random reveal ratio)."""
-    teacher_reveal: str = "ratio"
-    """How a teacher-format example's exposure is drawn. ``ratio``: alpha ~ U[0, 1), so
-    ``k = floor(alpha * m)`` is uniform on 0..m-1 and **full reveal (k = m) is never trained** —
-    the recipe of the committed benchmarks (kept as default so they reproduce; its teacher is
-    measurably weaker at alpha = 1). ``segments``: k uniform on 0..m, full reveal included
-    (recommended for new checkpoints)."""
+    teacher_reveal: str = "segments"
+    """How a teacher-format example's exposure is drawn. ``segments`` (default): ``k`` uniform on
+    ``0..m``, full reveal included. ``ratio``: alpha ~ U[0, 1), so ``k = floor(alpha * m)`` is
+    uniform on ``0..m-1`` and full reveal (``k = m``) is never trained (the first recipe; its
+    teacher was weakest at alpha = 1, which biased every comparison against full exposure)."""
     drill_steps: int = 0
     """Optional stage 1: SFT steps on one-step problems only (batch ``drill_batch_size``) before the
     chains. Off by default. Meant for narrow models, which learn one-step arithmetic alone in ~400
@@ -98,6 +104,13 @@ class WarmStartConfig:
     """Student greedy accuracy aimed at: partial competence with room to learn and to regress."""
     accuracy_window: tuple[float, float] = (0.25, 0.6)
     """Accuracies accepted as 'partial'; training stops once accuracy passes the upper end."""
+    teacher_min_accuracy: float = 0.95
+    """A checkpoint qualifies only if its teacher-role greedy accuracy reaches this at every
+    reveal ratio of :data:`REPORT_ALPHAS` (a teacher that cannot use the reference it is shown
+    would make every exposure comparison an artifact)."""
+    teacher_eval_size: int = 100
+    """Selection problems (the first ones, at most ``eval_size``) used for the teacher-role checks
+    during training; the final report uses all ``eval_size``."""
 
     def __post_init__(self) -> None:
         check_range("seed", self.seed, 0, None, integer=True)
@@ -113,6 +126,8 @@ class WarmStartConfig:
         check_range("eval_every", self.eval_every, 1, None, integer=True)
         check_range("eval_size", self.eval_size, 1, self.task.probe_size, integer=True)
         check_range("target_accuracy", self.target_accuracy, 0.0, 1.0)
+        check_range("teacher_min_accuracy", self.teacher_min_accuracy, 0.0, 1.0)
+        check_range("teacher_eval_size", self.teacher_eval_size, 1, None, integer=True)
         low, high = self.accuracy_window
         if not 0.0 <= low <= self.target_accuracy <= high <= 1.0:
             raise ConfigError("accuracy_window", "(low, high) with 0 <= low <= target_accuracy <= high <= 1",
@@ -129,11 +144,21 @@ class WarmStartReport(NamedTuple):
     """Greedy student-role accuracy of the selected checkpoint on the selection problems."""
     teacher_accuracy: dict[str, float]
     """Greedy teacher-role accuracy by reveal ratio (keys are ``f"{alpha:g}"``)."""
+    teacher_ref_nll: dict[str, float]
+    """Teacher-role NLL per token of the reference solution (+eos) by reveal ratio."""
+    student_ref_nll: float
+    """Student-role NLL per token of the reference solutions (the probe NLL at reset)."""
     in_window: bool
-    history: list[tuple[int, float]]
-    """(step, student accuracy) at every selection evaluation."""
+    """Student accuracy inside ``accuracy_window``."""
+    teacher_ok: bool
+    """Teacher-role accuracy >= ``teacher_min_accuracy`` at every reveal ratio."""
+    history: list[tuple[int, float, float | None]]
+    """(step, student accuracy, lowest teacher-role accuracy over the reveal ratios or None when
+    not measured) at every selection evaluation."""
     wall_time: float
     cache_key: str
+    recipe: dict
+    """The recipe (``dataclasses.asdict`` of the config) the checkpoint was built with."""
 
 
 def cache_root() -> pathlib.Path:
@@ -144,8 +169,10 @@ def warmstart_dir(config: WarmStartConfig, root: pathlib.Path | None = None) -> 
     return (root or cache_root()) / f"warmstart-{config.cache_key()}"
 
 
-def ensure_warmstart(config: WarmStartConfig | None = None, root: pathlib.Path | None = None) -> pathlib.Path:
-    """Path of the cached warm-start checkpoint, building it first when it is missing."""
+def ensure_warmstart(config: WarmStartConfig | None = None, root: pathlib.Path | None = None,
+                     progress: bool = False) -> pathlib.Path:
+    """Path of the cached warm-start checkpoint, building it first when it is missing
+    (``progress``: show a progress bar while building)."""
     config = config or WarmStartConfig()
     target = warmstart_dir(config, root)
     if (target / REPORT_FILE).is_file():
@@ -153,7 +180,7 @@ def ensure_warmstart(config: WarmStartConfig | None = None, root: pathlib.Path |
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_warmstart(config, tmp)
+        build_warmstart(config, tmp, progress=progress)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -169,6 +196,23 @@ def load_report(directory: pathlib.Path) -> WarmStartReport:
     data = json.loads((pathlib.Path(directory) / REPORT_FILE).read_text())
     data["history"] = [tuple(h) for h in data["history"]]
     return WarmStartReport(**data)
+
+
+def format_report(report: WarmStartReport) -> str:
+    """The report as a few lines of text (what ``atesd warmstart`` prints)."""
+    alphas = list(report.teacher_accuracy)
+    low, high = report.recipe["accuracy_window"]
+    lines = [
+        f"warm start {report.cache_key}: selected SFT step {report.selected_step}, built in {report.wall_time:.0f} s",
+        f"student greedy accuracy {report.student_accuracy:.3f} (window [{low:g}, {high:g}]: "
+        f"{'inside' if report.in_window else 'OUTSIDE'}), reference NLL {report.student_ref_nll:.3f} nats/token",
+        "teacher role  | " + " | ".join(f"alpha {a:>4}" for a in alphas),
+        "greedy acc.   | " + " | ".join(f"{report.teacher_accuracy[a]:10.3f}" for a in alphas),
+        "ref. NLL      | " + " | ".join(f"{report.teacher_ref_nll[a]:10.3f}" for a in alphas),
+        f"teacher >= {report.recipe['teacher_min_accuracy']:g} at every reveal ratio: "
+        f"{'yes' if report.teacher_ok else 'NO'}",
+    ]
+    return "\n".join(lines)
 
 
 def _drill_problem(rng: np.random.Generator, modulus: int) -> Problem:
@@ -213,7 +257,41 @@ def _greedy_accuracy(model, tokenizer, problems, prompts: list[str], device) -> 
     return evaluate_prompts(model, tokenizer, prompts, problems, config, None, device, greedy=True).average_at_k
 
 
-def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path) -> WarmStartReport:
+def _teacher_prompts(problems, alpha: float, tokenizer, config: WarmStartConfig) -> list[str]:
+    return [teacher_prompt(p.problem, p.solution, alpha, tokenizer, config.prompts) for p in problems]
+
+
+def _teacher_accuracy(model, tokenizer, problems, config: WarmStartConfig, device) -> dict[str, float]:
+    """Greedy teacher-role accuracy at every reveal ratio of :data:`REPORT_ALPHAS`."""
+    return {f"{alpha:g}": _greedy_accuracy(model, tokenizer, problems,
+                                           _teacher_prompts(problems, alpha, tokenizer, config), device)
+            for alpha in REPORT_ALPHAS}
+
+
+class _Candidate(NamedTuple):
+    step: int
+    student: float
+    teacher_min: float  # -1 when not measured (student outside the window)
+    weights: dict[str, torch.Tensor]
+
+
+def _better(new: _Candidate, old: _Candidate | None, config: WarmStartConfig) -> bool:
+    """Selection order: qualified (student in window, teacher >= minimum) beats in-window beats
+    the rest; ties within a class go to the student accuracy closest to the target, and among
+    in-window unqualified ones to the stronger teacher."""
+    if old is None:
+        return True
+
+    def rank(c: _Candidate) -> tuple:
+        in_window = c.teacher_min >= 0.0
+        qualified = in_window and c.teacher_min >= config.teacher_min_accuracy
+        distance = abs(c.student - config.target_accuracy)
+        return (qualified, in_window, 0.0 if qualified else c.teacher_min, -distance)
+
+    return rank(new) > rank(old)
+
+
+def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path, progress: bool = False) -> WarmStartReport:
     """Run the recipe and write model, tokenizer and ``warmstart.json`` into ``out_dir`` (CPU, fp32)."""
     start = time.perf_counter()
     device = torch.device("cpu")
@@ -223,13 +301,20 @@ def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path) -> WarmStart
     rng = np.random.default_rng([config.seed, 0x5F7])
     selection = list(splits.probe[: config.eval_size])
     selection_prompts = [student_prompt(p.problem, tokenizer, config.prompts) for p in selection]
+    teacher_checks = selection[: config.teacher_eval_size]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, config.warmup_steps)
     low, high = config.accuracy_window
-    best: tuple[int, float, dict[str, torch.Tensor]] | None = None
-    history: list[tuple[int, float]] = []
+    best: _Candidate | None = None
+    history: list[tuple[int, float, float | None]] = []
+    total = config.drill_steps + config.max_steps
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"warm start {config.cache_key()}", unit="step")
     model.train()
-    for step in range(1, config.drill_steps + config.max_steps + 1):
+    for step in range(1, total + 1):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * min(1.0, step / warmup)
         drill = step <= config.drill_steps
@@ -241,31 +326,43 @@ def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path) -> WarmStart
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if drill and step % 100 == 0:
-            LOGGER.info("warm start drill step %d: loss %.3f", step, loss.item())
+        if bar is not None:
+            bar.update(1)
         if drill or step % config.eval_every:
             continue
         accuracy = _greedy_accuracy(model, tokenizer, selection, selection_prompts, device)
-        history.append((step, accuracy))
-        LOGGER.info("warm start step %d: loss %.3f, student greedy accuracy %.3f", step, loss.item(), accuracy)
-        if best is None or abs(accuracy - config.target_accuracy) < abs(best[1] - config.target_accuracy):
-            best = (step, accuracy, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        teacher_min = -1.0
+        if low <= accuracy <= high:
+            teacher_min = min(_teacher_accuracy(model, tokenizer, teacher_checks, config, device).values())
+            model.train()
+        history.append((step, accuracy, teacher_min if teacher_min >= 0 else None))
+        LOGGER.info("warm start step %d: loss %.3f, student greedy accuracy %.3f%s", step, loss.item(), accuracy,
+                    f", lowest teacher accuracy {teacher_min:.3f}" if teacher_min >= 0 else "")
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss.item():.3f}", student_acc=f"{accuracy:.3f}",
+                            teacher_min="-" if teacher_min < 0 else f"{teacher_min:.3f}")
+        candidate = _Candidate(step, accuracy, teacher_min, {})
+        if _better(candidate, best, config):
+            best = candidate._replace(weights={k: v.detach().clone() for k, v in model.state_dict().items()})
         if accuracy > high:
             break
+    if bar is not None:
+        bar.close()
     assert best is not None, "max_steps must allow at least one evaluation"
-    model.load_state_dict(best[2])
+    model.load_state_dict(best.weights)
     model.eval()
-    teacher_accuracy = {
-        f"{alpha:g}": _greedy_accuracy(
-            model, tokenizer, selection,
-            [teacher_prompt(p.problem, p.solution, alpha, tokenizer, config.prompts) for p in selection], device,
-        )
-        for alpha in REPORT_ALPHAS
-    }
+    teacher_accuracy = _teacher_accuracy(model, tokenizer, selection, config, device)
+    teacher_nll = {f"{alpha:g}": -reference_logprob(model, tokenizer, _teacher_prompts(selection, alpha, tokenizer, config),
+                                                    selection, device)
+                   for alpha in REPORT_ALPHAS}
     report = WarmStartReport(
-        selected_step=best[0], student_accuracy=best[1], teacher_accuracy=teacher_accuracy,
-        in_window=low <= best[1] <= high, history=history, wall_time=time.perf_counter() - start,
-        cache_key=config.cache_key(),
+        selected_step=best.step, student_accuracy=best.student, teacher_accuracy=teacher_accuracy,
+        teacher_ref_nll=teacher_nll,
+        student_ref_nll=-reference_logprob(model, tokenizer, selection_prompts, selection, device),
+        in_window=low <= best.student <= high,
+        teacher_ok=min(teacher_accuracy.values()) >= config.teacher_min_accuracy,
+        history=history, wall_time=time.perf_counter() - start, cache_key=config.cache_key(),
+        recipe=dataclasses.asdict(config),
     )
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ class ExposureEnv(gym.Env):
     | 3   | mismatch_ema                | 0    | 1   | EMA of top-1 teacher/student disagreement            |
     | 4   | probe_nll_ema               | 0    | 100 | EMA of student NLL of probe reference solutions      |
     | 5   | confidence                  | 0    | 1   | student's mean top-1 probability, last update        |
-    | 6   | teacher_answer_logprob_ema  | -100 | 0   | EMA of teacher log-prob of the reference answer      |
+    | 6   | teacher_ref_logprob_ema     | -100 | 0   | EMA of teacher log-prob of the reference solution    |
     | 7   | score                       | 0    | 1   | latest evaluation (expected accuracy / Average@k)    |
 
     The schema is declared once in :mod:`exposure_env.schema`.
@@ -85,7 +85,7 @@ class ExposureEnv(gym.Env):
     ## Rewards
 
     With ``l_i`` the progress signal (probe NLL by default) after update ``i`` of the window,
-    ``l_0`` its value before, and ``g_i`` the teacher's reference-answer log-prob:
+    ``l_0`` its value before, and ``g_i`` the teacher's mean log-prob of the reference solution at the current exposure:
 
     - ``immediate``:     ``r = l_0 - l_H``
     - ``discounted``:    ``r = sum_{i=1..H} gamma**(i-1) * max(0, l_{i-1} - l_i)`` (default)
@@ -179,7 +179,7 @@ class ExposureEnv(gym.Env):
             return self._observation(), -float(cfg.divergence_penalty), True, False, info
 
         l_trace = traces[_TRACE_INDEX[cfg.progress_signal]]
-        g_trace = traces[_TRACE_INDEX["teacher_answer_logprob"]]
+        g_trace = traces[_TRACE_INDEX["teacher_ref_logprob"]]
         parts = reward_components(l_before, l_trace, g_trace, cfg.gamma)
         reward = float(combine_reward(cfg.reward_mode, parts, cfg.lambda_gt))
 

@@ -2,8 +2,8 @@
 
 Notation, for a decision that starts at update ``t0`` and is credited over ``L`` updates:
 ``l_t`` is the progress signal after update ``t`` (default: the probe NLL, which does not move when
-the reveal ratio moves) and ``g_t`` the teacher's log-prob of the reference answer at the current
-exposure.
+the reveal ratio moves) and ``g_t`` the teacher's mean log-prob of the reference solution at the
+current exposure (``TrainingStats.teacher_ref_logprob``).
 
 - ``immediate``:      ``R = l_{t0} - l_{t0+L}`` (the plain change, drops and rises alike)
 - ``discounted``:     ``G_lp = sum_{i=1..L} gamma**(i-1) * max(0, l_{t0+i-1} - l_{t0+i})``
@@ -58,7 +58,7 @@ def discounted_progress(l_before: np.ndarray | float, l_trace: np.ndarray, gamma
 
 
 def grounded_score(g_trace: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_gt``: discount-normalized mean of the teacher's reference-answer log-prob."""
+    """``G_gt``: discount-normalized mean of the teacher's reference-solution log-prob."""
     g_trace = np.asarray(g_trace, dtype=np.float64)
     weights, total = _discount_weights(float(gamma), g_trace.shape[-1])
     return (g_trace @ weights) / total

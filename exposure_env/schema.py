@@ -34,7 +34,8 @@ OBSERVATION_FIELDS: tuple[ObservationField, ...] = (
     ObservationField("probe_nll_ema", 0.0, 100.0, "EMA of the student NLL of probe reference solutions (nats/token)"),
     ObservationField("confidence", 0.0, 1.0, "student's mean probability of its own argmax token, last update"),
     ObservationField(
-        "teacher_answer_logprob_ema", -100.0, 0.0, "EMA of the teacher's log-prob of the reference answer"
+        "teacher_ref_logprob_ema", -100.0, 0.0,
+        "EMA of the teacher's mean log-prob of the reference solution at the current exposure"
     ),
     ObservationField("score", 0.0, 1.0, "latest evaluation score of the student (accuracy / Average@k)"),
 )
@@ -44,7 +45,7 @@ OBSERVATION_LOW = np.array([f.low for f in OBSERVATION_FIELDS], dtype=np.float32
 OBSERVATION_HIGH = np.array([f.high for f in OBSERVATION_FIELDS], dtype=np.float32)
 
 # The statistics tracked as EMAs, in the order of the EMA array (TrainingStats field names).
-EMA_SOURCES: tuple[str, ...] = ("reveal_ratio", "loss", "mismatch", "probe_nll", "teacher_answer_logprob")
+EMA_SOURCES: tuple[str, ...] = ("reveal_ratio", "loss", "mismatch", "probe_nll", "teacher_ref_logprob")
 
 
 def observation_space() -> spaces.Box:

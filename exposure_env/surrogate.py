@@ -46,7 +46,7 @@ Per update the reported statistics are read off the latent features, with ``S = 
     mismatch      = mm_floor + mm_range * (1 - exp(-G / mm_scale))   (top-1 disagreement)
     probe_nll     = nll_floor + nll_range * (1 - S) - s
     confidence    = conf_low + conf_range * S
-    teacher_answer_logprob = answer_logprob_hidden + (answer_logprob_shown - answer_logprob_hidden) * alpha
+    teacher_ref_logprob = ref_logprob_hidden + (ref_logprob_shown - ref_logprob_hidden) * alpha
     grad_norm     = grad_floor + grad_per_gap * G
     rollout_length = length_at_zero + (length_at_one - length_at_zero) * S
 
@@ -84,7 +84,7 @@ controller choose full exposure. Its size is deliberately small: the ``discounte
 only positive drops, so any component that rises and falls with the exposure pays a controller for
 every rise and never charges it for the fall; with ``shallow_gain = 0.3`` an alternating 0/1
 schedule earned about three times the discounted return of any sensible schedule. At the default
-0.1 (persistence 0.85) it earns less than the best fixed alpha. The teacher's answer log-prob spans
+0.1 (persistence 0.85) it earns less than the best fixed alpha. The teacher's reference log-prob spans
 only -0.3 .. -0.1 for the same reason: with ``lambda_gt = 0.05`` a wider span lets the ``G_gt``
 term alone make full exposure the best-rewarded fixed schedule. Both are parameters to fit to real
 traces. Every parameter is a plain float or tuple so a later issue can fit them.
@@ -187,10 +187,10 @@ class SurrogateParams:
     """Mean top-1 probability of a student with expected accuracy 0."""
     confidence_range: float = 0.6
     """Confidence added per unit of expected accuracy (low + range <= 1)."""
-    answer_logprob_hidden: float = -0.3
-    """Teacher log-prob of the reference answer per token at alpha = 0 (answer shown, no reasoning)."""
-    answer_logprob_shown: float = -0.1
-    """Teacher log-prob of the reference answer per token at alpha = 1."""
+    ref_logprob_hidden: float = -0.3
+    """Teacher mean log-prob per token of the reference solution at alpha = 0 (answer shown, no reasoning)."""
+    ref_logprob_shown: float = -0.1
+    """Teacher mean log-prob per token of the reference solution at alpha = 1."""
     grad_floor: float = 0.3
     """Gradient norm at zero gap."""
     grad_per_gap: float = 3.0
@@ -237,8 +237,8 @@ class SurrogateParams:
         check_range("reset_reveal_ratio", self.reset_reveal_ratio, 0.0, 1.0)
         check_range("mismatch_range", self.mismatch_range, 0.0, 1.0 - self.mismatch_floor)
         check_range("confidence_range", self.confidence_range, 0.0, 1.0 - self.confidence_low)
-        check_range("answer_logprob_hidden", self.answer_logprob_hidden, -100.0, 0.0)
-        check_range("answer_logprob_shown", self.answer_logprob_shown, self.answer_logprob_hidden, 0.0)
+        check_range("ref_logprob_hidden", self.ref_logprob_hidden, -100.0, 0.0)
+        check_range("ref_logprob_shown", self.ref_logprob_shown, self.ref_logprob_hidden, 0.0)
         check_range("length_at_zero", self.length_at_zero, 1.0, None)
         check_range("length_at_one", self.length_at_one, 1.0, None)
 
@@ -297,7 +297,7 @@ class _Arrays(NamedTuple):
         readout[2, [0, 3]] = p.mismatch_floor + p.mismatch_range, -p.mismatch_range
         readout[3, [0, 1, 4]] = p.nll_floor + p.nll_range, -p.nll_range, -1.0
         readout[4, [0, 1]] = p.confidence_low, p.confidence_range
-        readout[5, [0, 5]] = p.answer_logprob_hidden, p.answer_logprob_shown - p.answer_logprob_hidden
+        readout[5, [0, 5]] = p.ref_logprob_hidden, p.ref_logprob_shown - p.ref_logprob_hidden
         readout[6, [0, 2]] = p.grad_floor, p.grad_per_gap
         readout[7, [0, 1]] = p.length_at_zero, p.length_at_one - p.length_at_zero
         # Noise is span * U[0, 1) added by the same matmul; centre it through the constant column.

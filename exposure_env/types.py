@@ -39,9 +39,12 @@ class TrainingStats(NamedTuple):
     on the reveal ratio, which makes it the default learning-progress signal."""
     confidence: float
     """Mean student probability of its own argmax token on its rollouts, in [0, 1]."""
-    teacher_answer_logprob: float
-    """Mean per-token log-probability the teacher, at the current exposure, gives the reference
-    final answer (<= 0). Grounds the reward (SPEC section 2, G_gt)."""
+    teacher_ref_logprob: float
+    """Mean per-token log-probability (<= 0) that the teacher, prompted at the current exposure,
+    gives the whole reference solution (reasoning and final answer line) on a fixed probe set. It
+    grounds the reward (``G_gt``): it rises with the reveal ratio (revealed steps are easy to
+    reproduce) and with how well the teacher reads the reference. The final answer line alone would
+    not do: the teacher always sees it, so its log-prob is ~0 at every exposure."""
     grad_norm: float
     """Gradient norm of the last update before clipping (0 for backends without gradients)."""
     rollout_length: float
@@ -58,7 +61,7 @@ TRACE_FIELDS: tuple[str, ...] = (
     "mismatch",
     "probe_nll",
     "confidence",
-    "teacher_answer_logprob",
+    "teacher_ref_logprob",
     "grad_norm",
     "rollout_length",
 )
@@ -72,7 +75,7 @@ class UpdateTrace(NamedTuple):
     mismatch: np.ndarray
     probe_nll: np.ndarray
     confidence: np.ndarray
-    teacher_answer_logprob: np.ndarray
+    teacher_ref_logprob: np.ndarray
     grad_norm: np.ndarray
     rollout_length: np.ndarray
 

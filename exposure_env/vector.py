@@ -57,7 +57,7 @@ _FIELD_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
 _EMA_ROWS = [_FIELD_INDEX[name] for name in EMA_SOURCES[1:]]
 _CONFIDENCE = _FIELD_INDEX["confidence"]
 _MISMATCH = _FIELD_INDEX["mismatch"]
-_ANSWER_LOGPROB = _FIELD_INDEX["teacher_answer_logprob"]
+_REF_LOGPROB = _FIELD_INDEX["teacher_ref_logprob"]
 
 
 class SurrogateVectorEnv(VectorEnv):
@@ -147,7 +147,7 @@ class SurrogateVectorEnv(VectorEnv):
         self._autoreset = terminated | truncated
         trace = {name: traces[i] for i, name in enumerate(TRACE_FIELDS)}
         trace["progress"] = trace[cfg.progress_signal]
-        trace["grounded"] = trace["teacher_answer_logprob"]
+        trace["grounded"] = trace["teacher_ref_logprob"]
         info = {
             "score": self._score.copy(), "mismatch": self._mismatch.copy(), "updates_done": self._updates.copy(),
             "reveal_ratio": np.where(restart, np.nan, alpha), "action_clipped": clipped & ~restart,
@@ -165,7 +165,7 @@ class SurrogateVectorEnv(VectorEnv):
         t = window.traces  # (F, b, length)
         score = window.score[:, -1]
         l_trace = t[_FIELD_INDEX[cfg.progress_signal]]
-        comp = reward_components(self._progress[rows], l_trace, t[_ANSWER_LOGPROB], cfg.gamma)
+        comp = reward_components(self._progress[rows], l_trace, t[_REF_LOGPROB], cfg.gamma)
         # Non-finite statistics can only come from a non-finite latent state: within a window the
         # logits move linearly and the transient geometrically, so a finite end state means a
         # finite window, and the statistics are clipped functions of it. Checking the (D, b)

@@ -25,7 +25,7 @@ def test_a_window_changes_the_student_and_keeps_the_frozen_teacher(backend):
     assert any(not torch.equal(a, b) for a, b in zip(student_before, _params(backend.model)))
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, _params(backend.teacher)))
     stats = result.stats
-    assert 0 <= stats.mismatch <= 1 and 0 <= stats.confidence <= 1 and stats.teacher_answer_logprob <= 0
+    assert 0 <= stats.mismatch <= 1 and 0 <= stats.confidence <= 1 and stats.teacher_ref_logprob <= 0
     assert stats.loss >= 0 and stats.loss_tail >= 0 and stats.grad_norm > 0 and stats.probe_nll > 0
     assert 1 <= stats.rollout_length <= backend.config.max_new_tokens and 0 <= stats.score <= 1
 
@@ -110,10 +110,11 @@ def test_lora_trains_the_adapter_and_the_teacher_is_the_base_model(tiny_config, 
     assert b.teacher is None and all("lora" in n for n, p in b.model.named_parameters() if p.requires_grad)
     base = [p.detach().clone() for n, p in b.model.named_parameters() if not p.requires_grad]
     b.reset(seed=0)
-    before = b._teacher_answer_logprob(1.0)
+    before = b._teacher_ref_logprob(1.0)
     b.run_window(1.0, 3)
     assert all(torch.equal(a, p) for a, p in zip(base, [p for n, p in b.model.named_parameters() if not p.requires_grad]))
-    assert b._teacher_answer_logprob(1.0) == pytest.approx(before, abs=1e-5)  # adapter disabled = base model
+    b._ref_logprob_cache.clear()  # score afresh: the adapter-disabled model must still be the base model
+    assert b._teacher_ref_logprob(1.0) == pytest.approx(before, abs=1e-5)
 
 
 def test_bad_inputs(tiny_config, tiny_checkpoint, tmp_path):
@@ -158,3 +159,24 @@ def test_gym_make_passes_the_env_checker(tiny_cache, tiny_checkpoint):
     obs, reward, terminated, truncated, info = env.step(np.array([0.5], dtype=np.float32))
     assert np.isfinite(reward) and info["updates_done"] == 2 and not terminated
     env.close()
+
+
+def test_teacher_reference_logprob_varies_with_exposure_and_is_cached_for_a_frozen_teacher(backend):
+    """G_gt's statistic scores the whole reference, so unlike the answer line alone (always shown,
+    ~0 at every exposure) it moves with the reveal ratio."""
+    backend.reset(seed=0)
+    values = [backend._teacher_ref_logprob(alpha) for alpha in (0.0, 0.5, 1.0)]
+    assert all(v < 0 for v in values) and max(values) - min(values) > 1e-5
+    assert set(backend._ref_logprob_cache) == {0.0, 0.5, 1.0}
+    window = backend.run_window(0.5, 2)
+    assert np.all(window.trace.teacher_ref_logprob == values[1])  # frozen teacher: reused, not rescored
+
+
+def test_teacher_reference_logprob_is_rescored_for_a_live_teacher(tiny_config, tiny_checkpoint):
+    from distill_backend.backend import Qwen3DistillBackend
+
+    b = Qwen3DistillBackend(dataclasses.replace(tiny_config, teacher="current", lr=5e-2))
+    b.reset(seed=0)
+    trace = b.run_window(1.0, 3).trace.teacher_ref_logprob
+    assert not b._ref_logprob_cache and len(set(trace.tolist())) > 1  # the live teacher changes each update
+    b.close()

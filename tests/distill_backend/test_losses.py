@@ -149,6 +149,34 @@ def test_chunked_equals_unchunked_values_and_gradients(kind, chunk_size):
     torch.testing.assert_close(out.per_token, torch.where(mask, per_position, 0.0))
 
 
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+@pytest.mark.parametrize("temperature", [0.5, 1.1, 2.0])
+def test_temperature_divides_both_logits_before_the_divergence(kind, temperature):
+    """loss(s, t; T) == loss(s / T, t / T) in value and in the gradient w.r.t. the raw student logits."""
+    student, teacher, mask, tokens = _random_case(5)
+    student.requires_grad_(True)
+    out = distillation_loss(student, teacher, mask, kind=kind, tau=0.1, sampled_tokens=tokens, chunk_size=4,
+                            temperature=temperature)
+    out.loss.backward()
+    scaled_grad = student.grad.clone()
+    student.grad = None
+    reference = _reference(kind, student / temperature, teacher / temperature, mask, tokens, tau=0.1)
+    reference.backward()
+    torch.testing.assert_close(out.loss, reference.detach())
+    torch.testing.assert_close(scaled_grad, student.grad)
+    unscaled = distillation_loss(student.detach(), teacher, mask, kind=kind, tau=0.1, sampled_tokens=tokens)
+    assert not torch.allclose(unscaled.loss, out.loss.detach())  # the temperature changes the loss
+
+
+def test_temperature_is_validated_and_defaults_to_the_rollout_temperature():
+    from distill_backend.config import BackendConfig
+
+    with pytest.raises(ConfigError, match="loss_temperature"):
+        LossConfig(temperature=0.0)
+    assert BackendConfig(rollout_temperature=1.1).loss_config.temperature == 1.1
+    assert BackendConfig(rollout_temperature=1.1, loss_temperature=1.0).loss_config.temperature == 1.0
+
+
 def test_invalid_positions_contribute_nothing_and_mean_is_pooled():
     student, teacher, _, _ = _random_case(3, batch=2, length=5)
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)

@@ -80,3 +80,66 @@ def test_teacher_reveal_modes(mode, full_reveal_expected):
     assert revealed == ({0, 1, 2} if full_reveal_expected else {0, 1})
     with pytest.raises(ConfigError, match="teacher_reveal"):
         dataclasses.replace(MICRO, teacher_reveal="all")
+
+
+def test_default_recipe_trains_the_teacher_on_every_exposure_including_full_reveal():
+    """k is uniform on 0..m: every exposure the backend can request is in the warm start's data."""
+    import numpy as np
+
+    from distill_backend.task import make_problem
+    from distill_backend.tokenizer import build_char_tokenizer
+
+    assert ws.WarmStartConfig().teacher_reveal == "segments"
+    tokenizer = build_char_tokenizer()
+    config = dataclasses.replace(ws.WarmStartConfig(), teacher_fraction=1.0)
+    problem = make_problem([1, 2, 3, 4], ["+", "+", "-"], 10, "hard")  # m = 3 segments
+    rng = np.random.default_rng(0)
+    counts = np.zeros(4)
+    for _ in range(800):
+        prompt = tokenizer.decode(ws._sft_example(problem, rng, config, tokenizer)[0])
+        counts[sum(line in prompt for line in ("1+2=3", "3+3=6", "6-4=2"))] += 1
+    assert counts.min() > 800 / 4 * 0.75  # each k in 0..3 about equally often, full reveal included
+
+
+def _candidate(step, student, teacher_min):
+    return ws._Candidate(step, student, teacher_min, {})
+
+
+def test_selection_prefers_a_qualified_teacher_then_the_window_then_the_target():
+    config = ws.WarmStartConfig(target_accuracy=0.4, accuracy_window=(0.25, 0.6), teacher_min_accuracy=0.95)
+    outside = _candidate(1, 0.1, -1.0)
+    weak_teacher = _candidate(2, 0.4, 0.80)
+    weaker_teacher = _candidate(3, 0.4, 0.70)
+    qualified_far = _candidate(4, 0.58, 0.97)
+    qualified_near = _candidate(5, 0.42, 0.96)
+    assert ws._better(weak_teacher, outside, config) and not ws._better(outside, weak_teacher, config)
+    assert ws._better(weak_teacher, weaker_teacher, config)
+    assert ws._better(qualified_far, weak_teacher, config)
+    assert ws._better(qualified_near, qualified_far, config) and not ws._better(qualified_far, qualified_near, config)
+    assert ws._better(_candidate(6, 0.3, -1.0), outside, config)  # closer to the target when nothing qualifies
+
+
+def test_report_records_teacher_checks_and_prints(tmp_path):
+    path = ws.ensure_warmstart(MICRO, tmp_path)
+    report = ws.load_report(path)
+    assert set(report.teacher_ref_nll) == set(report.teacher_accuracy) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert all(v > 0 for v in report.teacher_ref_nll.values()) and report.student_ref_nll > 0
+    assert report.recipe["teacher_reveal"] == "segments" and isinstance(report.teacher_ok, bool)
+    text = ws.format_report(report)
+    assert "alpha    1" in text and report.cache_key in text and "teacher >= 0.95" in text
+
+
+def test_atesd_warmstart_builds_then_inspects(tiny_cache, capsys):
+    import json
+
+    from agents.cli import main
+    from tests.distill_backend.conftest import TINY_KWARGS
+
+    kwargs = json.dumps({"warmstart": {**TINY_KWARGS["warmstart"], "seed": 3}})
+    assert main(["warmstart", "--env-kwargs", kwargs, "--inspect"]) == 2
+    assert "--inspect" in capsys.readouterr().err
+    assert main(["warmstart", "--env-kwargs", kwargs]) == 0
+    built = capsys.readouterr().out
+    assert "selected SFT step" in built and "checkpoint: " + str(tiny_cache) in built
+    assert main(["warmstart", "--env-kwargs", kwargs, "--inspect"]) == 0
+    assert capsys.readouterr().out == built  # the cached report, unchanged

@@ -27,7 +27,7 @@ class ScriptedBackend:
     def _stats(self, alpha: float) -> TrainingStats:
         return TrainingStats(
             updates_done=self.updates, reveal_ratio=alpha, loss=0.5 * alpha, loss_tail=alpha,
-            mismatch=0.2 * alpha, probe_nll=self.nll, confidence=0.6, teacher_answer_logprob=-1.0 + alpha,
+            mismatch=0.2 * alpha, probe_nll=self.nll, confidence=0.6, teacher_ref_logprob=-1.0 + alpha,
             grad_norm=1.0, rollout_length=10.0, score=max(0.0, 1.0 - self.nll / 2.0),
         )
 

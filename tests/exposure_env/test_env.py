@@ -84,7 +84,7 @@ def test_reward_modes_differ_as_documented():
         rewards[mode] = env.step(np.array([1.0]))[1]
     assert rewards["immediate"] == pytest.approx(0.2)  # 2.0 -> 1.8
     assert rewards["discounted"] == pytest.approx(0.1 + 0.05)
-    # teacher_answer_logprob = -1 + alpha = 0 at alpha 1, so the grounded term adds nothing here
+    # teacher_ref_logprob = -1 + alpha = 0 at alpha 1, so the grounded term adds nothing here
     assert rewards["discounted+gt"] == pytest.approx(0.15)
     env = make_scripted_env(gamma=0.5, hold_window=2, reward_mode="discounted+gt", lambda_gt=0.1)
     env.reset(seed=0)

@@ -197,13 +197,13 @@ def test_observe_without_rng_is_the_noise_free_mean():
     assert np.allclose(observe(quiet, state, alpha, np.random.default_rng(1)).stats, clean)
 
 
-def test_more_exposure_raises_teacher_answer_logprob_and_teacher_signal():
+def test_more_exposure_raises_teacher_ref_logprob_and_teacher_signal():
     params = SurrogateParams()
     state = initial(params, np.random.default_rng(0), 1)
     alphas = np.linspace(0, 1, 11)
     tiled = SurrogateState(np.repeat(state.logit, 11, axis=1), np.repeat(state.shallow, 11))
     stats = observe(params, tiled, alphas).stats
-    row = TRACE_FIELDS.index("teacher_answer_logprob")
+    row = TRACE_FIELDS.index("teacher_ref_logprob")
     assert np.all(np.diff(stats[row]) > 0) and np.all(stats[row] <= 0)
     assert np.all(np.diff(stats[TRACE_FIELDS.index("loss")]) > 0)
 

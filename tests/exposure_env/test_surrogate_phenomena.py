@@ -35,7 +35,7 @@ NUM_SEEDS = 20
 WINDOWS = CONFIG.total_updates // CONFIG.hold_window
 PROBE_NLL = TRACE_FIELDS.index("probe_nll")
 MISMATCH = TRACE_FIELDS.index("mismatch")
-ANSWER_LOGPROB = TRACE_FIELDS.index("teacher_answer_logprob")
+REF_LOGPROB = TRACE_FIELDS.index("teacher_ref_logprob")
 
 Schedule = Callable[[int, SurrogateState], np.ndarray]
 
@@ -130,7 +130,7 @@ def test_4_greedy_immediate_reward_loses_while_an_adaptive_schedule_beats_every_
         before = np.tile(observe(quiet, state, np.full(NUM_SEEDS, 0.5)).stats[PROBE_NLL], ALPHAS.size)
         look = transition(quiet, tile_state(state, ALPHAS.size), candidates, CONFIG.hold_window,
                           np.random.default_rng(w))
-        reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[ANSWER_LOGPROB], CONFIG.gamma,
+        reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[REF_LOGPROB], CONFIG.gamma,
                                CONFIG.lambda_gt)
         return ALPHAS[reward.reshape(ALPHAS.size, NUM_SEEDS).argmax(axis=0)]
 
