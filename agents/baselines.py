@@ -1,4 +1,4 @@
-"""Reference controllers: constant, linear schedule, random, and best-fixed-from-a-sweep.
+"""Reference controllers: constant, linear schedule, one step, random, and best-fixed-from-a-sweep.
 
 ``FixedController(1.0)`` is plain on-policy self-distillation (OPSD). None of these learn; they know
 nothing about the backend, and read the run's progress from observation feature 0 (``t / T``).
@@ -43,6 +43,20 @@ class LinearController(StatelessController):
     def act(self, obs: np.ndarray) -> np.ndarray:
         progress = float(np.clip(obs[_PROGRESS], 0.0, 1.0))
         return as_action(self.start + (self.end - self.start) * progress)
+
+
+class StepController(StatelessController):
+    """``alpha = before`` until progress ``t / T`` reaches ``at``, then ``after``: one switch."""
+
+    def __init__(self, before: float, after: float, at: float = 0.5) -> None:
+        check_range("step before", before, 0.0, 1.0)
+        check_range("step after", after, 0.0, 1.0)
+        check_range("step at", at, 0.0, 1.0)
+        self.before, self.after, self.at = float(before), float(after), float(at)
+        self.name = f"step:{self.before:g}:{self.after:g}:{self.at:g}"
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return as_action(self.before if float(obs[_PROGRESS]) < self.at else self.after)
 
 
 class RandomController(StatelessController):

@@ -12,6 +12,7 @@ spec                        controller
                             on other seeds (weights carried over), then run online
 ``fixed:ALPHA``             constant reveal ratio; ``fixed:1.0`` is OPSD
 ``linear:START:END``        linear schedule over the run's progress
+``step:BEFORE:AFTER[:AT]``  BEFORE until progress AT (default 0.5), then AFTER
 ``random``                  uniform random reveal ratio every decision
 ``best-fixed:PATH``         constant at the best alpha of a fixed-exposure sweep JSON
 ``ppo`` ``sac`` ``a2c``     Stable-Baselines3 algorithms on actions rescaled to [-1, 1]
@@ -31,9 +32,9 @@ from exposure_env.rewards import REWARD_MODES
 
 SB3_NAMES: tuple[str, ...] = ("ppo", "sac", "a2c", "td3", "ppo-beta")
 SPEC_FORMS: tuple[str, ...] = (
-    "beta", "beta:MODE", "beta:MODE:L", "beta-carry[:MODE[:L]]", "fixed:ALPHA", "linear:START:END", "random", "best-fixed:PATH",
+    "beta", "beta:MODE", "beta:MODE:L", "beta-carry[:MODE[:L]]", "fixed:ALPHA", "linear:START:END", "step:BEFORE:AFTER[:AT]", "random", "best-fixed:PATH",
 ) + SB3_NAMES
-ALLOWED = "one of " + ", ".join(SPEC_FORMS) + f" (MODE in {', '.join(REWARD_MODES)}; ALPHA, START, END in [0, 1])"
+ALLOWED = "one of " + ", ".join(SPEC_FORMS) + f" (MODE in {', '.join(REWARD_MODES)}; ALPHA, START, END, BEFORE, AFTER, AT in [0, 1])"
 
 
 def make_controller(spec: str, seed: int = 0, **overrides: Any) -> Controller:
@@ -69,6 +70,9 @@ def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str
         return baselines.FixedController(_number(spec, "ALPHA", args[0]))
     if name == "linear" and len(args) == 2:
         return baselines.LinearController(_number(spec, "START", args[0]), _number(spec, "END", args[1]))
+    if name == "step" and len(args) in (2, 3):
+        values = [_number(spec, what, text) for what, text in zip(("BEFORE", "AFTER", "AT"), args)]
+        return baselines.StepController(*values)
     if name == "random" and not args:
         return baselines.RandomController()
     if name == "best-fixed" and len(args) >= 1:

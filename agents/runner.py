@@ -265,7 +265,8 @@ class DecisionLogger:
 
 
 def decision_line(record: StepRecord) -> dict[str, Any]:
-    """The JSON object logged for one decision: scalars only (traces are summarized by their mean)."""
+    """The JSON object logged for one decision: scalars, plus the window's per-update ``trace``
+    (one list per statistic) and its means (``trace_mean``)."""
     info = record.info
     line: dict[str, Any] = {
         "step": record.step, "alpha": record.alpha, "reward": record.reward,
@@ -277,7 +278,10 @@ def decision_line(record: StepRecord) -> dict[str, Any]:
         if key in info:
             line[key] = info[key]
     line["reward_components"] = dict(info.get("reward_components") or {})
-    line["trace_mean"] = {k: float(np.mean(v)) for k, v in (info.get("trace") or {}).items() if len(v)}
+    trace = info.get("trace") or {}
+    # Every per-update statistic of the window, so a log is a trace a surrogate can be fitted to.
+    line["trace"] = {k: [float(x) for x in np.asarray(v).reshape(-1)] for k, v in trace.items()}
+    line["trace_mean"] = {k: float(np.mean(v)) for k, v in trace.items() if len(v)}
     line["controller"] = {k: float(v) for k, v in record.controller_stats.items()}
     line["controller_time_s"] = record.controller_time_s
     line["env_time_s"] = record.env_time_s

@@ -21,6 +21,8 @@ def test_run_writes_log_plot_and_summary(tmp_path, capsys):
                 "reward_components", "trace_mean", "controller", "controller_time_s", "env_time_s"):
         assert key in first, key
     assert set(first["obs"]) >= {"progress", "alpha_ema", "score"}
+    assert set(first["trace"]) >= {"probe_nll", "loss", "teacher_ref_logprob", "progress", "grounded"}
+    assert all(len(v) == 4 for v in first["trace"].values())  # one value per update of the window
     assert "beta_a" in first["controller"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_decisions"] == 10 and summary["final_score"] == lines[-1]["score"]

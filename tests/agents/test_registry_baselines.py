@@ -12,7 +12,7 @@ from exposure_env.errors import ConfigError
 
 @pytest.mark.parametrize("spec, allowed_fragment", [
     ("fixed:1.7", "[0, 1]"), ("fixed:-0.1", "[0, 1]"), ("fixed:abc", "a number"),
-    ("linear:0.2:1.5", "[0, 1]"), ("beta:delayed", "immediate"), ("beta:discounted:2.5", "integer"),
+    ("linear:0.2:1.5", "[0, 1]"), ("step:0.2:1.5", "[0, 1]"), ("step:0.2", "step:"), ("beta:delayed", "immediate"), ("beta:discounted:2.5", "integer"),
 ])
 def test_bad_specs_name_the_spec_the_allowed_values_and_the_value(spec, allowed_fragment):
     with pytest.raises(ConfigError) as excinfo:
@@ -48,6 +48,10 @@ def test_baseline_actions():
     linear = make_controller("linear:0.2:1.0")
     obs[0] = 0.5
     assert linear.act(obs)[0] == pytest.approx(0.6)
+    step = make_controller("step:0.25:1.0:0.5")
+    assert step.act(obs)[0] == 1.0 and make_controller("step:0.25:1.0:0.75").act(obs)[0] == 0.25
+    obs[0] = 0.49
+    assert step.act(obs)[0] == 0.25 and make_controller("step:0:1").at == 0.5
     a, b = make_controller("random"), make_controller("random")
     a.begin_run(RunContext(3, 10, 1, 10))
     b.begin_run(RunContext(3, 10, 1, 10))
