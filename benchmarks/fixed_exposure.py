@@ -1,44 +1,55 @@
-"""Does partial teacher exposure help real self-distillation? A fixed-alpha sweep.
+"""Does partial teacher exposure help real self-distillation? A fixed-alpha sweep on the real backend.
 
-    python -m benchmarks.fixed_exposure --env ATESD-Qwen3-v0 --alphas 0 0.25 0.5 0.75 1 --seeds 3 \\
+    python -m benchmarks.fixed_exposure --seeds 5 --schedules random linear:0:1 step:0.25:1 \\
         --out benchmarks/results/fixed_exposure_qwen3.json
 
-For every seed ``s`` and every fixed reveal ratio ``alpha`` the script runs one full episode of the
-env (``env.reset(seed=s)``, then ``step(alpha)`` until the update budget is spent) and measures:
+For every seed ``s`` and every fixed reveal ratio ``alpha`` (and every extra agent spec given in
+``--schedules``) the script runs one full episode of the env through the product's own episode loop
+(:func:`agents.runner.rollout` with the controller the spec names), then measures:
 
-- the final Average@k of the student on held-out test problems (overall and per difficulty), with
-  the evaluation sampler seeded by ``s`` only, so every alpha is evaluated on identical draws
-  (common random numbers); also greedy accuracy;
-- mismatch (top-1 teacher/student disagreement) and the 90th-percentile per-token loss, averaged
-  over the run's updates;
+- the final Average@k of the student on held-out test problems, overall and per difficulty level,
+  with the evaluation sampler seeded by ``s`` only, so every alpha is evaluated on identical draws
+  (common random numbers), plus greedy accuracy;
+- mismatch (top-1 teacher/student disagreement), the loss tail (90th percentile of the per-token
+  loss) and the teacher's reference log-prob ``G_gt``, averaged over the run's updates;
 - the no-training baseline: the same evaluation of the warm-start student.
 
-The committed results (``benchmarks/results/fixed_exposure_qwen3.json``: default loss, clipped
-forward KL; ``fixed_exposure_qwen3_reverse_kl.json``: ``--env-kwargs '{"loss": "reverse_kl"}'``)
-were run with ``--total-updates 100 --final-eval-size 400 --workers 2`` to fit a shared 2-core CPU.
+Every run's decision log (the same JSON lines ``atesd run`` writes, with each window's per-update
+trace) is kept next to the result as ``<out stem>_traces/<spec>_seed<s>.jsonl.gz``: the trace set a
+surrogate is calibrated on. The result JSON is rewritten (atomically) after every run, and a
+repeated command with the same arguments skips the runs it already holds, so an interrupted sweep
+resumes.
 
-Means come with 95% t-intervals over seeds; ``improvement_*`` (vs the warm start) and
-``vs_full_exposure_*`` (vs alpha = 1) are paired by seed. The claims of SPEC section 2 checked here: does OPSD
-improve on the warm start, is the best alpha interior (not 1), does mismatch grow with alpha.
-Works with any env id whose backend exposes ``evaluate`` (the Qwen3 backend); for other backends
-the env's own ``score`` is used as the final score.
+Summary (95% t-intervals over seeds): per alpha, the final score, its paired difference against
+the warm start and against alpha = 1 (same seed), per-level scores, mismatch, loss tail, ``G_gt``;
+for each claim of the ATESD paper whether it reproduces here (full exposure is not the best fixed
+ratio; mismatch grows with alpha; easy levels prefer more exposure than hard ones). The checks
+that rule out set-up artifacts are in the output too: the warm start's teacher-role accuracy and
+reference NLL at every reveal ratio (the teacher must read every exposure it is shown), the
+update budget every run actually spent, and ``G_gt`` by alpha (the statistic must vary).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import gzip
 import json
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
+
+from benchmarks.common import args_from_namespace, dataclass_parser
+
+# Args fields that do not change what a run computes (ignored when matching stored runs).
+_NON_RESULT_FIELDS = ("workers", "threads", "resummarize", "out", "schedules", "alphas", "seeds", "seed_offset",
+                      "no_traces")
 
 
 @dataclass(frozen=True)
@@ -49,12 +60,16 @@ class Args:
     """Env id to sweep."""
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     """Fixed reveal ratios."""
-    seeds: int = 3
-    """Runs per alpha (seeds 0..seeds-1)."""
+    schedules: tuple[str, ...] = ()
+    """Extra agent specs run on the same seeds (e.g. random linear:0:1 step:0.25:1), summarized by spec."""
+    seeds: int = 5
+    """Runs per alpha (seeds seed_offset .. seed_offset + seeds - 1)."""
+    seed_offset: int = 0
+    """First seed."""
     out: str = "benchmarks/results/fixed_exposure_qwen3.json"
-    """Result JSON (written atomically after every run); a PNG with the same stem is written too."""
+    """Result JSON (rewritten atomically after every run); a PNG and a traces folder with the same stem."""
     total_updates: int = 200
-    """Student updates per run."""
+    """Student updates per run (the same budget for every alpha and schedule)."""
     hold_window: int = 4
     """Updates per env step."""
     final_eval_size: int = 600
@@ -63,20 +78,31 @@ class Args:
     """Samples per problem of the final Average@k."""
     env_kwargs: str = "{}"
     """Extra env kwargs as a JSON object (e.g. '{"lr": 1e-4}')."""
-    workers: int = 1
+    workers: int = 2
     """Runs executed in parallel processes (each with ``threads`` torch threads)."""
     threads: int = 1
     """torch intra-op threads per process (1 is fastest on a shared 2-core machine)."""
     resummarize: bool = False
     """Run nothing: recompute the summary and plot from the runs already stored in ``out``."""
+    no_traces: bool = False
+    """Do not keep the runs' decision logs (``<out stem>_traces/``)."""
 
 
 def _env_kwargs(args: Args) -> dict[str, Any]:
-    kwargs = dict(total_updates=args.total_updates, hold_window=args.hold_window)
+    kwargs: dict[str, Any] = dict(total_updates=args.total_updates, hold_window=args.hold_window)
     if args.env.startswith("ATESD-Qwen3"):
         kwargs["eval_every"] = 0  # the in-run score is not needed; the final evaluation is separate
     kwargs.update(json.loads(args.env_kwargs))
     return kwargs
+
+
+def _spec(alpha: float) -> str:
+    return f"fixed:{alpha:g}"
+
+
+def traces_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + "_traces")
 
 
 def _final_eval(env, seed: int, args: Args) -> dict[str, Any]:
@@ -95,40 +121,62 @@ def _final_eval(env, seed: int, args: Args) -> dict[str, Any]:
             "mean_length": sampled.mean_length}
 
 
-def run_one(args: Args, alpha: float | None, seed: int) -> dict[str, Any]:
-    """One episode at fixed ``alpha`` (``None``: evaluate the untrained warm start only)."""
+def run_one(args: Args, spec: str | None, seed: int) -> dict[str, Any]:
+    """One episode under the controller ``spec`` (``None``: evaluate the untrained warm start only)."""
+    import gymnasium as gym
     import torch
 
     import exposure_env  # noqa: F401  (registers the env ids)
-    import gymnasium as gym
+    from agents.registry import make_controller
+    from agents.runner import decision_line, rollout
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     env = gym.make(args.env, **_env_kwargs(args))
-    env.reset(seed=seed)
-    mismatch, tail, loss, diverged = [], [], [], ""
-    if alpha is not None:
-        terminated = False
-        while not terminated:
-            _, _, terminated, _, info = env.step(np.array([alpha], dtype=np.float32))
-            if info["diverged"]:
-                diverged = info["divergence_reason"]
-                break
-            mismatch.extend(info["trace"]["mismatch"])
-            tail.extend(info["trace"]["loss_tail"])
-            loss.extend(info["trace"]["loss"])
-    result = _final_eval(env, seed, args)
+    sums = {"mismatch": [], "loss_tail": [], "loss": [], "teacher_ref_logprob": []}
+    result: dict[str, Any] = {"spec": spec, "seed": seed, "diverged": "", "updates_done": 0}
+    if spec is None:
+        env.reset(seed=seed)
+    else:
+        lines: list[str] = []
+
+        def log(record) -> None:
+            line = decision_line(record)
+            lines.append(json.dumps(line))
+            for key, values in sums.items():
+                values.extend(line["trace"].get(key, []))
+            if record.info.get("diverged"):
+                result["diverged"] = record.info.get("divergence_reason", "diverged")
+            result["updates_done"] = int(record.info["updates_done"])
+
+        episode = rollout(env, make_controller(spec, seed=seed), seed, on_step=log)
+        result["initial_score"] = episode.initial_score
+        result["mean_alpha"] = float(np.mean(episode.alphas))
+        result["trace_file"] = None if args.no_traces else _write_trace(args, spec, seed, lines)
+    result.update(_final_eval(env, seed, args))
     env.close()
-    result.update(alpha=alpha, seed=seed, diverged=diverged, wall_time=time.perf_counter() - start,
-                  mismatch=float(np.mean(mismatch)) if mismatch else float("nan"),
-                  loss_tail=float(np.mean(tail)) if tail else float("nan"),
-                  loss=float(np.mean(loss)) if loss else float("nan"))
+    result.update({key: float(np.mean(v)) if v else float("nan") for key, v in sums.items()})
+    result["wall_time"] = time.perf_counter() - start
     return result
+
+
+def _write_trace(args: Args, spec: str, seed: int, lines: list[str]) -> str:
+    folder = traces_dir(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+    path = folder / f"{safe}_seed{seed}.jsonl.gz"
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as handle:  # mtime=0 would need GzipFile; content is what matters
+        handle.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path.as_posix()
 
 
 def mean_ci(values: list[float]) -> tuple[float, list[float]]:
     """Mean and 95% t-interval (degenerate interval for a single value)."""
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), []
     mean = float(x.mean())
     if len(x) < 2:
         return mean, [mean, mean]
@@ -136,50 +184,115 @@ def mean_ci(values: list[float]) -> tuple[float, list[float]]:
     return mean, [mean - half, mean + half]
 
 
-def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    base = [r for r in runs if r["alpha"] is None]
-    by_alpha = {a: [r for r in runs if r["alpha"] == a] for a in args.alphas}
-    out: dict[str, Any] = {"args": asdict(args), "alphas": list(args.alphas), "runs": runs}
+def _paired(runs: list[dict], reference: dict[int, float], key: str = "score") -> tuple[float, list[float]]:
+    return mean_ci([r[key] - reference[r["seed"]] for r in runs if r["seed"] in reference])
+
+
+def _level_best(summary: dict[str, Any], level: str, alphas: list[float]) -> float | None:
+    means = summary["final_score_per_level_mean"][level]
+    finite = [(m, a) for a, m in zip(alphas, means) if m is not None and np.isfinite(m)]
+    return max(finite)[1] if finite else None
+
+
+def summarize(args: Args, runs: list[dict[str, Any]], warmstart: dict[str, Any] | None = None) -> dict[str, Any]:
+    alphas = list(args.alphas)
+    base = [r for r in runs if r["spec"] is None]
+    by_alpha = {a: [r for r in runs if r["spec"] == _spec(a)] for a in alphas}
+    out: dict[str, Any] = {"args": asdict(args), "alphas": alphas, "warmstart": warmstart, "runs": runs}
     for key, name in (("score", "final_score"), ("greedy", "final_greedy"), ("mismatch", "mismatch"),
-                      ("loss_tail", "loss_tail")):
-        stats = [mean_ci([r[key] for r in by_alpha[a]]) if by_alpha[a] else (float("nan"), []) for a in args.alphas]
+                      ("loss_tail", "loss_tail"), ("loss", "loss"), ("teacher_ref_logprob", "g_gt")):
+        stats = [mean_ci([r[key] for r in by_alpha[a]]) for a in alphas]
         out[f"{name}_mean"] = [s[0] for s in stats]
         out[f"{name}_ci"] = [s[1] for s in stats]
-    levels = sorted({lv for r in runs for lv in r["per_level"]})
+    levels = sorted({lv for r in runs for lv in r.get("per_level", {})})
     out["levels"] = levels
-    out["final_score_per_level_mean"] = {
-        lv: [mean_ci([r["per_level"][lv] for r in by_alpha[a]])[0] if by_alpha[a] else float("nan") for a in args.alphas]
-        for lv in levels}
-    out["final_score_per_level_ci"] = {
-        lv: [mean_ci([r["per_level"][lv] for r in by_alpha[a]])[1] if by_alpha[a] else [] for a in args.alphas]
-        for lv in levels}
+    out["final_score_per_level_mean"], out["final_score_per_level_ci"] = {}, {}
+    for lv in levels:
+        stats = [mean_ci([r["per_level"][lv] for r in by_alpha[a]]) for a in alphas]
+        out["final_score_per_level_mean"][lv] = [s[0] for s in stats]
+        out["final_score_per_level_ci"][lv] = [s[1] for s in stats]
+    out["updates_done"] = sorted({r["updates_done"] for r in runs if r["spec"] is not None})
+    out["diverged_runs"] = [(r["spec"], r["seed"], r["diverged"]) for r in runs if r.get("diverged")]
     if base:
         out["baseline_score"], out["baseline_score_ci"] = mean_ci([r["score"] for r in base])
         out["baseline_greedy"] = mean_ci([r["greedy"] for r in base])[0]
         out["baseline_per_level"] = {lv: mean_ci([r["per_level"][lv] for r in base])[0] for lv in levels}
-        # Paired (same seed = same evaluation draws) improvement over the warm start, per alpha.
-        out["improvement_mean"], out["improvement_ci"] = [], []
-        for a in args.alphas:
-            pairs = [r["score"] - next(b["score"] for b in base if b["seed"] == r["seed"]) for r in by_alpha[a]
-                     if any(b["seed"] == r["seed"] for b in base)]
-            m, ci = mean_ci(pairs) if pairs else (float("nan"), [])
-            out["improvement_mean"].append(m)
-            out["improvement_ci"].append(ci)
-    if 1.0 in args.alphas:
-        # Paired (same seed) difference of each alpha against full exposure (plain OPSD).
+        reference = {r["seed"]: r["score"] for r in base}
+        paired = [_paired(by_alpha[a], reference) for a in alphas]
+        out["improvement_mean"] = [p[0] for p in paired]
+        out["improvement_ci"] = [p[1] for p in paired]
+    if 1.0 in alphas:
         full = {r["seed"]: r["score"] for r in by_alpha[1.0]}
-        out["vs_full_exposure_mean"], out["vs_full_exposure_ci"] = [], []
-        for a in args.alphas:
-            pairs = [r["score"] - full[r["seed"]] for r in by_alpha[a] if r["seed"] in full]
-            m, ci = mean_ci(pairs) if pairs else (float("nan"), [])
-            out["vs_full_exposure_mean"].append(m)
-            out["vs_full_exposure_ci"].append(ci)
-    finished = [m for m in out["final_score_mean"] if np.isfinite(m)]
-    if finished:
-        out["best_alpha"] = args.alphas[int(np.nanargmax(out["final_score_mean"]))]
-        mism = [m for m in out["mismatch_mean"] if np.isfinite(m)]
-        out["mismatch_monotone"] = bool(np.all(np.diff(mism) > 0)) if len(mism) > 1 else None
+        paired = [_paired(by_alpha[a], full) for a in alphas]
+        out["vs_full_exposure_mean"] = [p[0] for p in paired]
+        out["vs_full_exposure_ci"] = [p[1] for p in paired]
+        for lv in levels:
+            full_lv = {r["seed"]: r["per_level"][lv] for r in by_alpha[1.0]}
+            out.setdefault("vs_full_exposure_per_level_mean", {})[lv] = [
+                mean_ci([r["per_level"][lv] - full_lv[r["seed"]] for r in by_alpha[a] if r["seed"] in full_lv])[0]
+                for a in alphas]
+    schedules = {}
+    for spec in args.schedules:
+        rows = [r for r in runs if r["spec"] == spec]
+        if not rows:
+            continue
+        score, ci = mean_ci([r["score"] for r in rows])
+        entry = {"n": len(rows), "final_score_mean": score, "final_score_ci": ci,
+                 "mean_alpha": mean_ci([r["mean_alpha"] for r in rows])[0]}
+        if 1.0 in alphas:
+            entry["vs_full_exposure_mean"], entry["vs_full_exposure_ci"] = _paired(
+                rows, {r["seed"]: r["score"] for r in by_alpha[1.0]})
+        schedules[spec] = entry
+    out["schedules"] = schedules
+    out["claims"] = _claims(out, alphas, by_alpha)
     return out
+
+
+def _claims(out: dict[str, Any], alphas: list[float], by_alpha: dict[float, list]) -> dict[str, Any]:
+    """For each claim of the ATESD paper: does it reproduce here, with the numbers that decide it."""
+    claims: dict[str, Any] = {}
+    means = out["final_score_mean"]
+    finite = [(m, a) for a, m in zip(alphas, means) if np.isfinite(m)]
+    if not finite:
+        return claims
+    best = max(finite)[1]
+    out["best_alpha"] = best
+    if 1.0 in alphas and "vs_full_exposure_ci" in out:
+        diff, ci = out["vs_full_exposure_mean"][alphas.index(best)], out["vs_full_exposure_ci"][alphas.index(best)]
+        if best == 1.0:
+            verdict = "does not reproduce: full exposure scores best"
+        elif ci and ci[0] > 0:
+            verdict = "reproduces: the best fixed alpha beats full exposure, paired CI above 0"
+        else:
+            verdict = "inconclusive: the best fixed alpha is below 1 but its paired CI includes 0"
+        claims["full_exposure_not_best"] = {"best_alpha": best, "best_minus_full": diff, "ci": ci,
+                                            "verdict": verdict}
+    mism = [m for m in out["mismatch_mean"] if np.isfinite(m)]
+    if len(mism) > 1:
+        per_seed = []
+        seeds = sorted({r["seed"] for a in alphas for r in by_alpha[a]})
+        for seed in seeds:
+            row = [next((r["mismatch"] for r in by_alpha[a] if r["seed"] == seed), np.nan) for a in alphas]
+            if np.all(np.isfinite(row)):
+                per_seed.append(bool(np.all(np.diff(row) > 0)))
+        monotone = bool(np.all(np.diff(mism) > 0))
+        claims["mismatch_grows_with_alpha"] = {
+            "means": out["mismatch_mean"], "monotone_in_means": monotone,
+            "share_of_seeds_monotone": float(np.mean(per_seed)) if per_seed else None,
+            "verdict": "reproduces" if monotone else "does not reproduce: mismatch means are not increasing in alpha"}
+    levels = out["levels"]
+    if len(levels) >= 2:
+        order = [lv for lv in ("easy", "medium", "hard") if lv in levels] or levels
+        best_by_level = {lv: _level_best(out, lv, alphas) for lv in order}
+        easy, hard = best_by_level[order[0]], best_by_level[order[-1]]
+        if easy is None or hard is None:
+            verdict = "undetermined"
+        elif easy > hard:
+            verdict = f"reproduces: {order[0]} prefers alpha {easy:g}, {order[-1]} prefers {hard:g}"
+        else:
+            verdict = f"does not reproduce: {order[0]} prefers alpha {easy:g}, {order[-1]} prefers {hard:g}"
+        claims["easy_prefers_more_exposure_than_hard"] = {"best_alpha_by_level": best_by_level, "verdict": verdict}
+    return claims
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -206,21 +319,29 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def bars(key: str) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.asarray([np.nan if m is None else m for m in summary[f"{key}_mean"]], dtype=float)
+        ci = np.asarray([c if c else [np.nan, np.nan] for c in summary[f"{key}_ci"]], dtype=float)
+        return mean, np.abs(np.stack([mean - ci[:, 0], ci[:, 1] - mean]))
+
     alphas = np.asarray(summary["alphas"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    mean = np.asarray(summary["final_score_mean"])
-    ci = np.asarray([c if c else [np.nan, np.nan] for c in summary["final_score_ci"]])
-    ax1.errorbar(alphas, mean, yerr=[mean - ci[:, 0], ci[:, 1] - mean], marker="o", capsize=4, label="overall")
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4))
+    mean, err = bars("final_score")
+    ax1.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, label="overall")
     for lv in summary["levels"]:
         ax1.plot(alphas, summary["final_score_per_level_mean"][lv], marker=".", ls="--", alpha=0.7, label=lv)
-    if "baseline_score" in summary:
+    if summary.get("baseline_score") is not None:
         ax1.axhline(summary["baseline_score"], color="grey", ls=":", label="warm start (no training)")
-    ax1.set(xlabel="fixed reveal ratio alpha", ylabel="final Average@k", title="final score (95% CI over seeds)")
+    ax1.set(xlabel="fixed reveal ratio alpha", ylabel="final Average@k (fraction correct)",
+            title="final score (95% CI over seeds)")
     ax1.legend(fontsize=8)
-    mm = np.asarray(summary["mismatch_mean"])
-    mci = np.asarray([c if c else [np.nan, np.nan] for c in summary["mismatch_ci"]])
-    ax2.errorbar(alphas, mm, yerr=[mm - mci[:, 0], mci[:, 1] - mm], marker="o", capsize=4, color="C3")
-    ax2.set(xlabel="fixed reveal ratio alpha", ylabel="mean top-1 mismatch over the run", title="mismatch")
+    mean, err = bars("mismatch")
+    ax2.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, color="C3")
+    ax2.set(xlabel="fixed reveal ratio alpha", ylabel="top-1 mismatch (fraction of tokens)", title="mismatch")
+    mean, err = bars("g_gt")
+    ax3.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, color="C2")
+    ax3.set(xlabel="fixed reveal ratio alpha", ylabel="G_gt: teacher log-prob of the reference (nats/token)",
+            title="grounding statistic")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -228,49 +349,66 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = Args()
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, tuple):
-            parser.add_argument(flag, type=float, nargs="+", default=value)
-        elif isinstance(value, bool):
-            parser.add_argument(flag, action="store_true")
-        else:
-            parser.add_argument(flag, type=type(value), default=value)
-    values = vars(parser.parse_args(argv))
-    return Args(**{**values, "alphas": tuple(values["alphas"])})
+def _warmstart_report(args: Args) -> dict[str, Any] | None:
+    """The warm start's report (teacher-role accuracy and reference NLL at every reveal ratio)."""
+    if not args.env.startswith("ATESD-Qwen3"):
+        return None
+    from distill_backend.config import backend_config_from_kwargs
+    from distill_backend.warmstart import ensure_warmstart, load_report
+
+    from exposure_env.config import split_env_kwargs
+
+    config = backend_config_from_kwargs(split_env_kwargs(_env_kwargs(args))[1])
+    if not config.uses_tiny_default:
+        return None
+    report = load_report(ensure_warmstart(config.warmstart, progress=True))._asdict()
+    report.pop("history", None)
+    return report
+
+
+
+def _stored_runs(args: Args) -> list[dict[str, Any]]:
+    """Runs already in ``out`` that were made with the same result-relevant arguments."""
+    path = Path(args.out)
+    if not path.is_file():
+        return []
+    stored = json.loads(path.read_text())
+    saved, mine = stored.get("args", {}), asdict(args)
+    if any(saved.get(k) != (list(v) if isinstance(v, tuple) else v) for k, v in mine.items()
+           if k not in _NON_RESULT_FIELDS):
+        raise SystemExit(f"{path} holds runs made with other arguments; choose another --out or delete it")
+    return [r for r in stored.get("runs", []) if r.get("score") is not None]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    parser = dataclass_parser(Args, __doc__.split("\n\n")[0])
+    args = args_from_namespace(Args, parser.parse_args(argv))
+    args = dataclasses.replace(args, alphas=tuple(float(a) for a in args.alphas))
     out = Path(args.out)
     if args.resummarize:
         stored = json.loads(out.read_text())
-        saved = {k: v for k, v in stored["args"].items() if k in Args.__dataclass_fields__}
-        args = Args(**{**saved, "alphas": tuple(saved["alphas"]), "out": args.out})
-        summary = summarize(args, stored["runs"])
+        summary = summarize(args, stored["runs"], stored.get("warmstart"))
         summary["wall_time"] = stored.get("wall_time")
         _write(out, summary)
         plot(summary, out.with_suffix(".png"))
         return summary
-    jobs: list[tuple[float | None, int]] = [(None, s) for s in range(args.seeds)]
-    jobs += [(a, s) for s in range(args.seeds) for a in args.alphas]
+    runs = _stored_runs(args)
+    warmstart = _warmstart_report(args)  # builds the (cached) warm start once, before the workers need it
+    done = {(r["spec"], r["seed"]) for r in runs}
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+    jobs = [(None, s) for s in seeds] + [(_spec(a), s) for s in seeds for a in args.alphas]
+    jobs += [(spec, s) for s in seeds for spec in args.schedules]
+    jobs = [job for job in jobs if job not in done]
     start = time.perf_counter()
-    if args.workers > 1:  # build the (cached) warm start once, before parallel workers need it
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(run_one, dataclasses.replace(args, total_updates=1, final_eval_size=1), None, 0).result()
-    runs: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
+    summary = summarize(args, runs, warmstart)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, args, alpha, seed) for alpha, seed in jobs]
-        for future in futures:
+        futures = [pool.submit(run_one, args, spec, seed) for spec, seed in jobs]
+        for future in as_completed(futures):
             runs.append(future.result())
             last = runs[-1]
-            print(f"alpha={last['alpha']} seed={last['seed']}: score {last['score']:.3f} greedy {last['greedy']:.3f} "
-                  f"mismatch {last['mismatch']:.3f} ({last['wall_time']:.0f}s)", flush=True)
-            summary = summarize(args, runs)
+            print(f"{last['spec'] or 'warm start'} seed={last['seed']}: score {last['score']:.3f} "
+                  f"greedy {last['greedy']:.3f} mismatch {last['mismatch']:.3f} ({last['wall_time']:.0f}s)", flush=True)
+            summary = summarize(args, runs, warmstart)
             summary["wall_time"] = time.perf_counter() - start
             _write(out, summary)
     plot(summary, out.with_suffix(".png"))

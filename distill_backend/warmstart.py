@@ -83,8 +83,10 @@ class WarmStartConfig:
     lr: float = 2e-3
     warmup_steps: int = 20
     max_steps: int = 3000
-    teacher_fraction: float = 0.5
-    """Share of SFT examples in the teacher format (random reveal ratio)."""
+    teacher_fraction: float = 0.6
+    """Share of SFT examples in the teacher format. 0.6 rather than 0.5: with drills taking a
+    quarter of the examples, 0.5 left the teacher at 0.83-0.90 greedy accuracy at alpha 0-0.25
+    when the student entered the window (seeds 0 and 1); 0.6 gave 1.0 at every reveal ratio."""
     teacher_reveal: str = "segments"
     """How a teacher-format example's exposure is drawn. ``segments`` (default): ``k`` uniform on
     ``0..m``, full reveal included. ``ratio``: alpha ~ U[0, 1), so ``k = floor(alpha * m)`` is
@@ -95,8 +97,11 @@ class WarmStartConfig:
     chains. Off by default. Meant for narrow models, which learn one-step arithmetic alone in ~400
     steps (measured, 64 wide, batch 256) but stall on it inside long chains."""
     drill_batch_size: int = 256
-    drill_fraction: float = 0.0
-    """Optional share of stage-2 SFT examples replaced by one-step problems (off by default)."""
+    drill_fraction: float = 0.25
+    """Share of SFT examples replaced by one-step problems (``a+b`` -> ``a+b=c``). They make the
+    student's jump from chance earlier and far less seed-dependent: without them the default
+    model left chance at SFT step ~2,700 / ~1,150 / ~420 (seeds 0 / 1 / 2), with a quarter of
+    drills at ~780 / ~660 (seeds 0 / 1)."""
     eval_every: int = 20
     eval_size: int = 200
     """Probe problems used for checkpoint selection (greedy decoding)."""
