@@ -91,7 +91,7 @@ def test_default_recipe_trains_the_teacher_on_every_exposure_including_full_reve
 
     assert ws.WarmStartConfig().teacher_reveal == "segments"
     tokenizer = build_char_tokenizer()
-    config = dataclasses.replace(ws.WarmStartConfig(), teacher_fraction=1.0)
+    config = dataclasses.replace(ws.WarmStartConfig(), teacher_fraction=1.0, drill_fraction=0.0)
     problem = make_problem([1, 2, 3, 4], ["+", "+", "-"], 10, "hard")  # m = 3 segments
     rng = np.random.default_rng(0)
     counts = np.zeros(4)
