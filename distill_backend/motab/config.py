@@ -57,9 +57,10 @@ class MotabConfig:
     ``7}``; in ``so 3x = 15.\\n\\n`` it is `` 15.``. Why this and not "tokens the teacher could copy
     from an earlier occurrence": the left-hand side of a step restates the previous result and the
     question's operand, which the teacher reads off the context with p ~ 1 whether or not the step
-    is right; but detecting copies by an earlier identical n-gram also catches the result digit of a
-    10-symbol task whenever the same ``=d`` occurred before by chance, hiding exactly the error. An
-    equation's right-hand side and a final answer are what a verifier checks in math text too."""
+    is right; but a copy rule based on earlier identical n-grams also matches result digits by
+    chance on a 10-symbol task (on the default task's test split, 10% of result digits follow an
+    ``=`` that was followed by the same digit earlier), hiding exactly the error. An equation's
+    right-hand side and a final answer are what a verifier checks in math text too."""
     boundary_scaling: str = "none"
     """``"none"`` (paper): the boundary is eps. ``"length"`` (ours): eps ** (1/n) for a value that is a
     geometric mean over n tokens, i.e. a step breaches when the *product* of its scored tokens'
