@@ -258,12 +258,13 @@ class Experiment:
         from distill_backend.motab.pipeline import judge, teacher_scores
 
         completions = self.student_completions()
-        scores = [teacher_scores(self.pair.teacher, self.pool_prompts[i:i + 256], completions[i:i + 256], self.tok,
-                                 self.cfg) for i in range(0, len(completions), 256)]
+        starts = range(0, len(completions), 256)
+        # One teacher forward; every option judges the same scores (the base config's top-k entropies).
+        scores = {i: teacher_scores(self.pair.teacher, self.pool_prompts[i:i + 256], completions[i:i + 256], self.tok,
+                                    self.cfg) for i in starts}
         for name in self.args.monitors:
             cfg = self.monitor_config(name)
-            verdicts = [v for i, s in enumerate(scores) for v in judge(s, completions[256 * i:256 * (i + 1)], self.tok,
-                                                                          cfg)]
+            verdicts = [v for i in starts for v in judge(scores[i], completions[i:i + 256], self.tok, cfg)]
             errors = []
             for row, (ids, verdict) in enumerate(zip(completions, verdicts)):
                 texts = [self.tok.texts[t] for t in ids]
