@@ -1,15 +1,31 @@
-"""MOTAB against its baselines on the tiny teacher–student pair, with the dual exposure biases.
+"""MOTAB against its baselines on the tiny teacher–student pair: a fair test, with the dual exposure biases.
 
 One question: does monitoring the student and backtracking when it strays (MOTAB) give a better
 student than off-policy SFT on teacher trajectories, speculative KD (step or token level) and
-on-policy reverse-KL distillation, at an equal training budget? And are the two exposure biases
-the method is built on visible at this scale?
+on-policy reverse-KL distillation, at an equal training budget? And is what each method trains on
+(the share of its training texts that end with the right answer) what explains the scores?
 
-Per seed, every method starts from the same warm-started student and gets the same budget:
-``updates`` optimizer updates on batches of ``batch_size`` sequences (MOTAB + rKL: half SFT on
-MOTAB texts, half on-policy rKL). SFT methods synthesize their texts once, from the initial
-student, on a seeded pool of ``pool_size`` training questions; no text is filtered for
-correctness. The final student is scored by Average@k on test problems (temperature 1, top-p .95).
+The pair (:mod:`distill_backend.motab.pair`) is built from the current warm-start recipe: the student
+is the testbed's warm start, the teacher the same recipe with another seed trained to ~95%.
+
+Per seed (seeds redraw the question pool and every random draw):
+
+1. The initial student samples one completion per pool question. The teacher scores them once and
+   every monitor option of ``--monitors`` judges them; each option's breach recall and precision
+   against the task's verifiable step errors are reported (:mod:`distill_backend.motab.diagnostics`).
+   The **best option** of the seed is the one with the highest trajectory-level breach F1 on that
+   pool: chosen on training data before any training, never on test scores.
+2. Every method starts from the same initial student and gets the same budget: ``updates``
+   optimizer updates on batches of ``batch_size`` sequences (MOTAB + rKL: half SFT, half rKL). SFT
+   methods synthesize their texts once, from the initial student, on the pool; the MOTAB variants
+   share the student completions of step 1 and differ only in the monitor and the filter.
+3. The final student is scored by Average@k on test problems (temperature 1, top-p .95).
+
+Methods (``label`` in the JSON): ``teacher_sft``, ``step_skd``, ``token_skd``, ``onpolicy_rkl``
+(baselines); ``motab`` (paper monitor), ``motab_best`` (best monitor option), ``motab_rkl`` (paper
+monitor, then rKL); ``motab_masked`` (ablation: no loss on the strayed student steps); and, labelled
+*ours*, ``motab_filtered`` / ``motab_best_filtered``: MOTAB texts without the unbreached student
+samples whose final answer is wrong (possible because the task is verifiable).
 
 Run: ``python -m benchmarks.motab --seeds 3 --out benchmarks/results/motab.json``.
 """
@@ -28,10 +44,22 @@ from typing import Any
 from benchmarks.common import args_from_namespace, dataclass_parser
 
 METHODS: tuple[str, ...] = (
-    "teacher_sft", "step_skd", "token_skd", "onpolicy_rkl", "motab", "motab_rkl", "motab_masked",
+    "teacher_sft", "step_skd", "token_skd", "onpolicy_rkl", "motab", "motab_best", "motab_filtered",
+    "motab_best_filtered", "motab_rkl", "motab_masked",
 )
-"""``motab_masked`` is an ablation: MOTAB with ``loss_on_strayed_steps=False`` (no SFT on the strayed
-student steps kept before the revise marker)."""
+METHOD_LABELS: dict[str, str] = {
+    "teacher_sft": "baseline", "step_skd": "baseline", "token_skd": "baseline", "onpolicy_rkl": "baseline",
+    "motab": "paper", "motab_best": "paper method, our monitor option", "motab_rkl": "paper",
+    "motab_masked": "ablation", "motab_filtered": "ours", "motab_best_filtered": "ours",
+}
+BASELINES: tuple[str, ...] = ("teacher_sft", "step_skd", "token_skd", "onpolicy_rkl")
+MONITORS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "min": {"value_mode": "min"},
+    "result": {"value_mode": "result"},
+    "length": {"boundary_scaling": "length"},
+}
+"""Monitor options: ``MotabConfig`` overrides of the benchmark's base config (``paper``: none)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,9 @@ class Args:
     """Number of seeds (0..seeds-1); each seed redraws the question pool and every random draw."""
     methods: tuple[str, ...] = METHODS
     """Methods to run (subset of the default)."""
+    monitors: tuple[str, ...] = tuple(MONITORS)
+    """Monitor options whose breach recall/precision is measured; the best one trains ``motab_best``.
+    Must include ``paper``."""
     pool_size: int = 1024
     """Training questions per seed from which SFT texts are synthesized / rKL prompts drawn."""
     updates: int = 200
@@ -59,21 +90,22 @@ class Args:
     bias_problems: int = 200
     """Test problems used by each exposure-bias measurement."""
     eps0: float = 0.2
-    """MOTAB base boundary."""
+    """MOTAB base boundary (every monitor option)."""
     entropy_mode: str = "topk"
     """MOTAB boundary mode (``topk`` or ``static``)."""
+    teacher_temperature: float = 0.6
+    """Temperature of everything the teacher writes: teacher-only SFT texts, MOTAB continuations,
+    step-SKD rewrites (public code: 0.6)."""
     token_skd_top_k: int = 1
     """Token-SKD K. The paper's K=20 is 0.013% of Qwen3's 151,936 tokens; of our 104 characters it
     is 19% and admits every digit, so the teacher would almost never intervene (0.8% of tokens in a
     trial run). Scaled to the vocabulary, K=1."""
     threads: int = 1
     """torch intra-op threads (1: on 2 shared cores, 2 threads made an SFT update ~80x slower)."""
-    task_steps: tuple[int, ...] = (2, 4, 6)
-    """Steps of the task's difficulty levels (easy, medium, hard); must match the checkpoints' task."""
     student_path: str = ""
-    """Local checkpoint of the student ("" = build/load the tiny warm start of :mod:`distill_backend.motab.pair`)."""
+    """Local checkpoint of the student ("" = the testbed warm start, built from the current recipe)."""
     teacher_path: str = ""
-    """Local checkpoint of the teacher ("" = the tiny warm start)."""
+    """Local checkpoint of the teacher ("" = the default teacher recipe of :mod:`distill_backend.motab.pair`)."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -82,6 +114,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    unknown = set(args.monitors) - set(MONITORS)
+    if unknown or "paper" not in args.monitors:
+        parser.error(f"--monitors must include 'paper' and come from {tuple(MONITORS)}; received {args.monitors}")
     return args
 
 
@@ -99,16 +134,23 @@ def mean_ci(values: list[float]) -> tuple[float, list[float]]:
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Strict JSON (nan -> null) via a temporary sibling and a rename."""
+    from benchmarks.fixed_exposure import _finite_or_none
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(json.dumps(_finite_or_none(payload), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
 
 
 class Experiment:
     """Everything one seed needs: the pair, prompts, data pool, and the method runners."""
 
-    def __init__(self, args: Args, seed: int, pair, splits, init_state: dict[str, Any]) -> None:
+    def __init__(self, args: Args, seed: int, pair, recipe, init_state: dict[str, Any]) -> None:
         import torch
 
         from distill_backend.evaluation import EvalConfig
@@ -116,27 +158,38 @@ class Experiment:
         from distill_backend.motab.pipeline import TokenizerInfo
         from distill_backend.motab.training import TrainConfig
         from distill_backend.prompts import student_prompt
+        from distill_backend.task import make_splits
 
-        self.args, self.seed, self.pair = args, seed, pair
+        self.args, self.seed, self.pair, self.recipe = args, seed, pair, recipe
         self.tok = TokenizerInfo.of(pair.tokenizer)
         # The warm start, taken once in main(): the shared student module is retrained by every method.
         self.init_state = init_state
+        splits = make_splits(recipe.task)
         pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(10_000 + seed))
         self.pool = [splits.train[i] for i in pick[: args.pool_size].tolist()]
         self.test = list(splits.test[: args.test_size])
-        self.prompt_text = lambda p: student_prompt(p.problem, pair.tokenizer)
+        self.prompt_text = lambda p: student_prompt(p.problem, pair.tokenizer, recipe.prompts)
         # The MOTAB teacher is a stronger model answering the same question: same prompt as the student.
         self.pool_prompts = [self.tok.encode(self.prompt_text(p)) for p in self.pool]
-        self.cfg = MotabConfig.tiny(eps0=args.eps0, entropy_mode=args.entropy_mode, skd_token_top_k=args.token_skd_top_k)
+        self.cfg = MotabConfig.tiny(eps0=args.eps0, entropy_mode=args.entropy_mode,
+                                    skd_token_top_k=args.token_skd_top_k, teacher_temperature=args.teacher_temperature)
         self.train_cfg = TrainConfig(updates=args.updates, batch_size=args.batch_size, lr=args.lr,
-                                     max_new_tokens=self.cfg.student_max_new_tokens)
+                                     max_new_tokens=self.cfg.student_max_new_tokens,
+                                     temperature=self.cfg.student_temperature)
         self.eval_cfg = EvalConfig(k=args.eval_k, max_new_tokens=96)
         self.generator = lambda salt: torch.Generator().manual_seed(1_000 * seed + salt)
+        self._completions: list[list[int]] | None = None
+        self._motab: dict[str, tuple[Any, float]] = {}
+        self.monitor_quality: dict[str, dict[str, Any]] = {}
+        self.best_monitor = "paper"
 
     # -- helpers -----------------------------------------------------------------------------
 
     def reset_student(self) -> None:
         self.pair.student.load_state_dict(self.init_state)
+
+    def monitor_config(self, name: str):
+        return dataclasses.replace(self.cfg, **MONITORS[name])
 
     def score(self, model, salt: int) -> float:
         from distill_backend.evaluation import evaluate_prompts
@@ -145,38 +198,129 @@ class Experiment:
         return evaluate_prompts(model, self.pair.tokenizer, prompts, self.test, self.eval_cfg,
                                 self.generator(salt), self.pair.device).average_at_k
 
-    def sft(self, completions, loss_masks=None, updates=None):
+    def right(self, row: int, ids_or_text) -> bool:
+        """Whether a training text for pool question ``row`` ends with its right answer."""
+        from distill_backend.evaluation import is_correct
+
+        text = ids_or_text if isinstance(ids_or_text, str) else self.tok.decode(ids_or_text)
+        return is_correct(text, self.pool[row].answer)
+
+    def sft(self, rows: list[int], completions, loss_masks=None, updates=None):
         from distill_backend.motab.training import SftExample, train_sft
 
         masks = loss_masks or [[True] * len(c) for c in completions]
-        examples = [SftExample(p, c, m) for p, c, m in zip(self.pool_prompts, completions, masks) if c]
+        examples = [SftExample(self.pool_prompts[r], c, m) for r, c, m in zip(rows, completions, masks) if c]
         cfg = dataclasses.replace(self.train_cfg, updates=self.train_cfg.updates if updates is None else updates)
         return train_sft(self.pair.student, examples, cfg, self.tok.pad_id, self.generator(7))
 
     def rkl(self, updates: int):
+        """On-policy rKL; returns the stage log and whether each training rollout ended right."""
         from distill_backend.motab.training import train_onpolicy_rkl
 
+        flags: list[bool] = []
+
+        def record(rows, completions):
+            flags.extend(self.right(r, c) for r, c in zip(rows, completions))
+
         cfg = dataclasses.replace(self.train_cfg, updates=updates)
-        return train_onpolicy_rkl(self.pair.student, self.pair.teacher, self.pool_prompts, self.pool_prompts, cfg,
-                                  self.tok.eos_id, self.tok.pad_id, self.generator(8))
+        log = train_onpolicy_rkl(self.pair.student, self.pair.teacher, self.pool_prompts, self.pool_prompts, cfg,
+                                 self.tok.eos_id, self.tok.pad_id, self.generator(8), on_rollouts=record)
+        return log, flags
 
     def synthesize(self, fn, batch: int = 256):
         """Run a rollout function over the pool in batches; concatenates the per-batch outputs."""
         outs = []
         for start in range(0, len(self.pool_prompts), batch):
             chunk = self.pool_prompts[start:start + batch]
-            outs.append(fn(self.pair.student, self.pair.teacher, chunk, chunk, self.tok, self.cfg, self.generator(start + 3)))
+            outs.append(fn(self.pair.student, self.pair.teacher, chunk, chunk, self.tok, self.cfg,
+                           self.generator(start + 3)))
         return outs
 
-    def motab_data(self, loss_on_strayed_steps: bool = True):
-        from distill_backend.motab.pipeline import motab_rollouts
+    # -- MOTAB: one set of student completions, judged by every monitor option ---------------
+
+    def student_completions(self) -> list[list[int]]:
+        """The initial student's completions of the pool (sampled once per seed)."""
+        from distill_backend.motab.lm import sample
+
+        if self._completions is None:
+            self.reset_student()
+            self._completions = []
+            for i in range(0, len(self.pool_prompts), 256):
+                self._completions += sample(
+                    self.pair.student, self.pool_prompts[i:i + 256], self.cfg.student_max_new_tokens,
+                    eos_id=self.tok.eos_id, pad_id=self.tok.pad_id, temperature=self.cfg.student_temperature,
+                    generator=self.generator(i + 5)).tokens
+        return self._completions
+
+    def measure_monitors(self) -> dict[str, dict[str, Any]]:
+        """Breach recall/precision of every monitor option on the pool; sets ``best_monitor``."""
+        from distill_backend.motab.diagnostics import chain_step_errors, monitor_quality
+        from distill_backend.motab.pipeline import judge, teacher_scores
+
+        completions = self.student_completions()
+        starts = range(0, len(completions), 256)
+        # One teacher forward; every option judges the same scores (the base config's top-k entropies).
+        scores = {i: teacher_scores(self.pair.teacher, self.pool_prompts[i:i + 256], completions[i:i + 256], self.tok,
+                                    self.cfg) for i in starts}
+        for name in self.args.monitors:
+            cfg = self.monitor_config(name)
+            verdicts = [v for i in starts for v in judge(scores[i], completions[i:i + 256], self.tok, cfg)]
+            errors = []
+            for row, (ids, verdict) in enumerate(zip(completions, verdicts)):
+                texts = [self.tok.texts[t] for t in ids]
+                steps = ["".join(texts[s.start:s.end]) for s in verdict.spans]
+                errors.append(chain_step_errors(self.pool[row], steps, self.recipe.task.modulus))
+            self.monitor_quality[name] = monitor_quality(verdicts, errors, cfg)._asdict()
+        # Highest breach F1 on the training pool; nan (no breach or no error) ranks last; ties keep the order given.
+        f1 = {name: q["breach_f1"] for name, q in self.monitor_quality.items()}
+        self.best_monitor = max(f1, key=lambda n: (not math.isnan(f1[n]), f1[n] if not math.isnan(f1[n]) else 0.0))
+        return self.monitor_quality
+
+    def motab_batch(self, monitor: str):
+        """MOTAB's stitched texts with the given monitor option (cached) and the seconds they took."""
+        from distill_backend.motab.pipeline import MotabBatch, motab_from_completions
+
+        if monitor not in self._motab:
+            start = time.perf_counter()
+            completions = self.student_completions()
+            cfg = self.monitor_config(monitor)
+            parts = [motab_from_completions(self.pair.teacher, self.pool_prompts[i:i + 256], completions[i:i + 256],
+                                            self.tok, cfg, self.generator(i + 3))
+                     for i in range(0, len(completions), 256)]
+            batch = MotabBatch([s for p in parts for s in p.stitched], [c for p in parts for c in p.student_tokens],
+                               [r for p in parts for r in p.records])
+            self._motab[monitor] = (batch, time.perf_counter() - start)
+        return self._motab[monitor]
+
+    def motab_data(self, monitor: str, loss_on_strayed_steps: bool = True, drop_unbreached_wrong: bool = False):
+        """Rows, completions, loss masks, bookkeeping and synthesis seconds of one MOTAB variant's SFT pool."""
+        from distill_backend.motab.pipeline import breach_stats
         from distill_backend.motab.stitch import ORIGIN_STRAYED
 
-        batches = self.synthesize(motab_rollouts)
-        stitched = [s for b in batches for s in b.stitched]
-        records = [r for b in batches for r in b.records]
-        masks = [[loss_on_strayed_steps or o != ORIGIN_STRAYED for o in s.origin] for s in stitched]
-        return [s.ids for s in stitched], masks, records
+        batch, seconds = self.motab_batch(monitor)
+        rows, completions, masks, kept_right = [], [], [], []
+        breached_right, unbreached_right, dropped = [], [], 0
+        for row, (stitched, record) in enumerate(zip(batch.stitched, batch.records)):
+            ok = self.right(row, record.stitched_text)
+            if record.breach_step is None:
+                unbreached_right.append(ok)
+                if drop_unbreached_wrong and not ok:
+                    dropped += 1
+                    continue
+            else:
+                breached_right.append(ok)
+            rows.append(row)
+            completions.append(stitched.ids)
+            masks.append([loss_on_strayed_steps or o != ORIGIN_STRAYED for o in stitched.origin])
+            kept_right.append(ok)
+        info = {"monitor": monitor, "right_answer_share": share(kept_right), "training_texts": len(rows),
+                "dropped_unbreached_wrong": dropped, "breached_right_share": share(breached_right),
+                "unbreached_right_share": share(unbreached_right), **breach_stats(batch.records)._asdict()}
+        return rows, completions, masks, info, seconds
+
+    def motab_records(self) -> list[tuple[str, Any]]:
+        """(monitor, record) for every MOTAB trajectory synthesized so far."""
+        return [(monitor, r) for monitor, (batch, _) in self._motab.items() for r in batch.records]
 
     # -- methods -----------------------------------------------------------------------------
 
@@ -186,52 +330,61 @@ class Experiment:
         completions: list[list[int]] = []
         for i in range(0, len(self.pool_prompts), 256):
             completions += sample(self.pair.teacher, self.pool_prompts[i:i + 256], self.cfg.teacher_max_new_tokens,
-                                  eos_id=self.tok.eos_id, pad_id=self.tok.pad_id, temperature=self.cfg.temperature,
-                                  generator=self.generator(i + 1)).tokens
+                                  eos_id=self.tok.eos_id, pad_id=self.tok.pad_id,
+                                  temperature=self.cfg.teacher_temperature, generator=self.generator(i + 1)).tokens
         return completions
 
     def run(self, method: str) -> dict[str, Any]:
         """Train a fresh copy of the initial student with ``method`` and score it."""
-        from distill_backend.motab.pipeline import breach_stats
         from distill_backend.motab.skd import step_skd_rollouts, token_skd_rollouts
 
-        self.reset_student()
         start = time.perf_counter()
-        extra: dict[str, Any] = {}
-        if method == "teacher_sft":
-            completions = self.teacher_completions()
+        extra: dict[str, Any] = {"label": METHOD_LABELS[method]}
+        all_rows = list(range(len(self.pool)))
+        if method.startswith("motab"):
+            monitor = self.best_monitor if method.startswith("motab_best") else "paper"
+            rows, ids, masks, info, seconds = self.motab_data(
+                monitor, loss_on_strayed_steps=method != "motab_masked",
+                drop_unbreached_wrong=method.endswith("filtered"))
+            extra.update(info)
+            self.reset_student()
             synth = time.perf_counter()
-            log = self.sft(completions)
-        elif method in ("step_skd", "token_skd"):
-            batches = self.synthesize(step_skd_rollouts if method == "step_skd" else token_skd_rollouts)
-            completions = [c for b in batches for c in b.completions]
-            interventions = sum(sum(b.interventions) for b in batches)
-            extra["intervention_rate"] = interventions / max(1, sum(sum(b.units) for b in batches))
-            synth = time.perf_counter()
-            log = self.sft(completions)
-        elif method == "onpolicy_rkl":
-            synth = time.perf_counter()
-            log = self.rkl(self.args.updates)
-        else:
-            ids, masks, records = self.motab_data(loss_on_strayed_steps=method != "motab_masked")
-            extra.update(breach_stats(records)._asdict())
-            extra.update(monitor_diagnostics(records, self.pool))
-            extra["records"] = records
-            synth = time.perf_counter()
-            if method in ("motab", "motab_masked"):
-                log = self.sft(ids, masks)
-            else:
+            extra["time_synthesis"] = seconds  # shared by the variants: charged to each
+            if method == "motab_rkl":
                 half = self.args.updates // 2
-                first = self.sft(ids, masks, updates=half)
-                second = self.rkl(self.args.updates - half)
+                first = self.sft(rows, ids, masks, updates=half)
+                second, flags = self.rkl(self.args.updates - half)
+                extra["rollout_right_answer_share"] = share(flags)
                 log = first._replace(losses=first.losses + second.losses, sequences=first.sequences + second.sequences,
                                      tokens=first.tokens + second.tokens)
+            else:
+                log = self.sft(rows, ids, masks)
+        else:
+            self.reset_student()
+            if method == "onpolicy_rkl":
+                synth = time.perf_counter()
+                log, flags = self.rkl(self.args.updates)
+                extra["right_answer_share"] = share(flags)
+                extra["training_texts"] = len(flags)
+            else:
+                if method == "teacher_sft":
+                    completions = self.teacher_completions()
+                else:
+                    batches = self.synthesize(step_skd_rollouts if method == "step_skd" else token_skd_rollouts)
+                    completions = [c for b in batches for c in b.completions]
+                    interventions = sum(sum(b.interventions) for b in batches)
+                    extra["intervention_rate"] = interventions / max(1, sum(sum(b.units) for b in batches))
+                extra["right_answer_share"] = share([self.right(r, c) for r, c in zip(all_rows, completions)])
+                extra["training_texts"] = sum(1 for c in completions if c)
+                synth = time.perf_counter()
+                log = self.sft(all_rows, completions)
+            extra["time_synthesis"] = synth - start
         trained = time.perf_counter()
         score = self.score(self.pair.student, salt=99)
         done = time.perf_counter()
         return {"score": score, "sequences": log.sequences, "loss_tokens": log.tokens,
                 "final_loss": float(sum(log.losses[-10:]) / max(1, len(log.losses[-10:]))),
-                "time_synthesis": synth - start, "time_training": trained - synth, "time_eval": done - trained, **extra}
+                "time_training": trained - synth, "time_eval": done - trained, **extra}
 
     def bias_problems(self):
         problems = self.test[: self.args.bias_problems]
@@ -254,45 +407,6 @@ class Experiment:
         bias = measure_exposure_bias(self.pair.student, self.pair.teacher, problems, prompts, prompts, self.tok,
                                      self.generator(12))
         return {"nll": bias.nll._asdict(), "step_accuracy": bias.step_accuracy._asdict()}
-
-
-def monitor_diagnostics(records, problems) -> dict[str, float]:
-    """How well the teacher's monitor finds the student's real mistakes (the chain task is checkable).
-
-    A step is wrong when it differs from the locally correct next line (:func:`chain_next_step`).
-    ``monitor_auc``: probability that a wrong step has a lower oracle value than a right one.
-    ``breach_recall``: share of trajectories containing a wrong step that breached.
-    ``breach_precision``: share of breached trajectories with a wrong step at or before the breach.
-    ``root_cause_hit``: share of those where the root cause is the first wrong step.
-    """
-    from distill_backend.motab.exposure_bias import chain_next_step
-
-    right, wrong = [], []
-    erroneous = breached_with_error = breached = precise = hits = 0
-    for record, problem in zip(records, problems):
-        lines = record.student_text.split("\n")
-        labels = [lines[k].strip() == chain_next_step(problem, [x.strip() for x in lines[:k]])
-                  for k in range(min(len(lines), len(record.oracle_values)))]
-        for ok, value in zip(labels, record.oracle_values):
-            (right if ok else wrong).append(value)
-        first_wrong = next((k for k, ok in enumerate(labels) if not ok), None)
-        erroneous += first_wrong is not None
-        if record.breach_step is not None:
-            breached += 1
-            if first_wrong is not None:
-                breached_with_error += 1
-                if first_wrong <= record.breach_step:
-                    precise += 1
-                    hits += record.root_cause == first_wrong
-    from scipy.stats import mannwhitneyu
-
-    # AUC = P(V_wrong < V_right) (ties count half) = Mann-Whitney U of "right" over "wrong" / pairs.
-    auc = float(mannwhitneyu(right, wrong).statistic) / (len(right) * len(wrong)) if right and wrong else float("nan")
-    return {"monitor_auc": auc, "wrong_step_value_mean": sum(wrong) / len(wrong) if wrong else float("nan"),
-            "right_step_value_mean": sum(right) / len(right) if right else float("nan"),
-            "breach_recall": breached_with_error / erroneous if erroneous else float("nan"),
-            "breach_precision": precise / breached if breached else float("nan"),
-            "root_cause_hit": hits / precise if precise else float("nan")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,28 +461,75 @@ def plot_curves(path: Path, panels: list[tuple[str, str, dict[str, Any]]]) -> No
     os.replace(tmp, path)
 
 
-def summarize(args: Args, per_seed: list[dict[str, Any]], pair_info: dict[str, Any], wall: float) -> dict[str, Any]:
+def mean_of(runs: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in runs if key in r and r[key] is not None and not math.isnan(r[key])]
+    return sum(values) / len(values) if values else float("nan")
+
+
+METHOD_KEYS: tuple[str, ...] = (
+    "right_answer_share", "rollout_right_answer_share", "training_texts", "breached_right_share",
+    "unbreached_right_share", "dropped_unbreached_wrong", "breach_rate", "mean_backtrack_distance",
+    "mean_breach_step", "mean_root_cause", "intervention_rate",
+)
+
+
+def summarize_methods(args: Args, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     for method in args.methods:
         runs = [s["methods"][method] for s in per_seed if method in s["methods"]]
         if not runs:
             continue
         mean, ci = mean_ci([r["score"] for r in runs])
-        entry = {"score_mean": mean, "score_ci": ci, "scores": [r["score"] for r in runs],
-                 "sequences": runs[0]["sequences"], "loss_tokens_mean": sum(r["loss_tokens"] for r in runs) / len(runs),
-                 "wall_time_mean": sum(r["time_synthesis"] + r["time_training"] + r["time_eval"] for r in runs) / len(runs)}
-        for key in ("breach_rate", "mean_backtrack_distance", "mean_breach_step", "mean_root_cause", "intervention_rate",
-                    "monitor_auc", "wrong_step_value_mean", "right_step_value_mean", "breach_recall",
-                    "breach_precision", "root_cause_hit"):
+        walls = [r["time_synthesis"] + r["time_training"] + r["time_eval"] for r in runs]
+        entry = {"label": METHOD_LABELS[method], "score_mean": mean, "score_ci": ci,
+                 "scores": [r["score"] for r in runs], "sequences": runs[0]["sequences"],
+                 "loss_tokens_mean": mean_of(runs, "loss_tokens"), "wall_time_mean": sum(walls) / len(walls)}
+        if "monitor" in runs[0]:
+            entry["monitors"] = [r["monitor"] for r in runs]
+        for key in METHOD_KEYS:
             if key in runs[0]:
-                entry[key + "_mean"] = sum(r[key] for r in runs) / len(runs)
+                entry[key + "_mean"] = mean_of(runs, key)
         methods[method] = entry
+    # Paired by seed: each MOTAB variant minus the best baseline (highest mean score).
+    baselines = [m for m in BASELINES if m in methods]
+    if baselines:
+        best = max(baselines, key=lambda m: methods[m]["score_mean"])
+        for method, entry in methods.items():
+            if method.startswith("motab"):
+                diffs = [s["methods"][method]["score"] - s["methods"][best]["score"] for s in per_seed
+                         if method in s["methods"] and best in s["methods"]]
+                m, ci = mean_ci(diffs)
+                entry["vs_best_baseline"] = {"baseline": best, "mean": m, "ci": ci}
+    return methods
+
+
+def summarize_monitors(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean (95% CI) over seeds of every monitor-quality statistic, per option."""
+    out: dict[str, Any] = {}
+    names = list(per_seed[0].get("monitors", {}))
+    for name in names:
+        rows = [s["monitors"][name] for s in per_seed]
+        entry: dict[str, Any] = {}
+        for key in rows[0]:
+            if isinstance(rows[0][key], int):  # counts: summed over seeds
+                entry[key] = sum(r[key] for r in rows)
+                continue
+            values = [r[key] for r in rows if not math.isnan(r[key])]  # nan: no case in that seed
+            entry[key + "_mean"], entry[key + "_ci"] = mean_ci(values) if values else (math.nan, [math.nan] * 2)
+            entry[key + "_seeds"] = len(values)
+        out[name] = entry
+    return out
+
+
+def summarize(args: Args, per_seed: list[dict[str, Any]], pair_info: dict[str, Any], wall: float) -> dict[str, Any]:
     init_mean, init_ci = mean_ci([s["initial_student_score"] for s in per_seed])
     teacher_mean, teacher_ci = mean_ci([s["teacher_score"] for s in per_seed])
     result: dict[str, Any] = {
         "args": dataclasses.asdict(args), "budget_unit": "optimizer updates x batch size (sequences)",
         "pair": pair_info, "initial_student_score_mean": init_mean, "initial_student_score_ci": init_ci,
-        "teacher_score_mean": teacher_mean, "teacher_score_ci": teacher_ci, "methods": methods,
+        "teacher_score_mean": teacher_mean, "teacher_score_ci": teacher_ci,
+        "methods": summarize_methods(args, per_seed), "monitors": summarize_monitors(per_seed),
+        "best_monitor_per_seed": [s.get("best_monitor") for s in per_seed],
         "seeds_done": len(per_seed), "wall_time_total": wall,
     }
     if per_seed and "reversed_exposure_bias" in per_seed[0]:
@@ -386,56 +547,58 @@ def summarize(args: Args, per_seed: list[dict[str, Any]], pair_info: dict[str, A
 
 
 def pair_config(args: Args):
-    """The teacher–student pair of the benchmark (tiny warm starts on ``args.task_steps`` unless
-    checkpoint paths are given)."""
-    from distill_backend.motab.pair import PairConfig, default_student_recipe
-    from distill_backend.task import TaskConfig
+    """The teacher–student pair of the benchmark (the default pair unless checkpoint paths are given)."""
+    from distill_backend.motab.pair import PairConfig
 
-    student_recipe = dataclasses.replace(default_student_recipe(), task=TaskConfig(num_steps=args.task_steps))
-    return PairConfig(student_recipe=student_recipe, student_path=args.student_path or None,
-                      teacher_path=args.teacher_path or None, device="cpu", dtype="float32")
+    return PairConfig(student_path=args.student_path or None, teacher_path=args.teacher_path or None, device="cpu",
+                      dtype="float32")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from distill_backend.motab.pair import load_pair
-    from distill_backend.task import make_splits
+    from distill_backend.motab.pair import checkpoint_recipe, load_pair
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     began = time.perf_counter()
     pair_cfg = pair_config(args)
     pair = load_pair(pair_cfg)
-    splits = make_splits(pair_cfg.student_recipe.task)
+    # The task and prompts are the student checkpoint's (a tiny warm start records its recipe).
+    recipe = checkpoint_recipe(pair.student_path) or pair_cfg.student_recipe
     pair_info = {"student_path": pair.student_path, "teacher_path": pair.teacher_path,
                  "warmstart_greedy_accuracy": pair.warmstart_accuracy,
                  "student_parameters": sum(p.numel() for p in pair.student.parameters()),
-                 "teacher_parameters": sum(p.numel() for p in pair.teacher.parameters())}
+                 "teacher_parameters": sum(p.numel() for p in pair.teacher.parameters()),
+                 "task": dataclasses.asdict(recipe.task)}
     per_seed: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     init_state = {k: v.detach().clone() for k, v in pair.student.state_dict().items()}
     for seed in range(args.seeds):
-        exp = Experiment(args, seed, pair, splits, init_state)
+        exp = Experiment(args, seed, pair, recipe, init_state)
         row: dict[str, Any] = {"seed": seed, "methods": {}}
         exp.reset_student()
         row["initial_student_score"] = exp.score(pair.student, salt=98)
         row["teacher_score"] = exp.score(pair.teacher, salt=97)
         row["reversed_exposure_bias"] = exp.reversed_exposure_bias()
-        print(f"seed {seed}: initial student {row['initial_student_score']:.3f} teacher {row['teacher_score']:.3f}",
-              flush=True)
+        row["monitors"] = exp.measure_monitors()
+        row["best_monitor"] = exp.best_monitor
+        print(f"seed {seed}: initial student {row['initial_student_score']:.3f} teacher {row['teacher_score']:.3f} "
+              f"best monitor {exp.best_monitor}", flush=True)
+        for name, q in row["monitors"].items():
+            print(f"  monitor {name:7s} breach recall {q['breach_recall']:.3f} precision {q['breach_precision']:.3f} "
+                  f"step recall {q['step_recall']:.3f} precision {q['step_precision']:.3f}", flush=True)
         for method in args.methods:
             result = exp.run(method)
-            for r in result.pop("records", []):
-                # The other MOTAB variants synthesize the same texts; seed 0 keeps the file small.
-                if method == "motab" and seed == 0:
-                    records.append({"seed": seed, **r._asdict()})
             if method == "teacher_sft":
                 row["exposure_bias"] = exp.exposure_bias()
             row["methods"][method] = result
-            print(f"  {method:13s} score {result['score']:.3f}  synth {result['time_synthesis']:.0f}s "
-                  f"train {result['time_training']:.0f}s", flush=True)
+            right = result.get("right_answer_share", float("nan"))
+            print(f"  {method:19s} score {result['score']:.3f}  right texts {right:.3f}  "
+                  f"synth {result['time_synthesis']:.0f}s train {result['time_training']:.0f}s", flush=True)
+        if seed == 0:  # every MOTAB trajectory of seed 0, once per monitor option that trained a variant
+            records += [{"seed": seed, "monitor": monitor, **r._asdict()} for monitor, r in exp.motab_records()]
         per_seed.append(row)
         payload = summarize(args, per_seed, pair_info, time.perf_counter() - began)
         payload["per_seed"] = per_seed

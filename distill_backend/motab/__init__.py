@@ -2,10 +2,11 @@
 dual exposure-bias measurements.
 
 Layers, lowest first: :mod:`.config`, :mod:`.monitor`, :mod:`.backtrack`, :mod:`.stitch` (pure
-algorithm on numbers and token texts); :mod:`.lm` (batched scoring and sampling of any causal LM);
-:mod:`.pipeline` (MOTAB trajectories), :mod:`.skd` (step/token SKD baselines), :mod:`.training`
-(SFT and on-policy reverse KL), :mod:`.pair` (the teacher–student pair), :mod:`.exposure_bias`
-(the two bias measurements) and :mod:`.composition` (``rollout="motab"`` for the OPSD backend). Only the pure layers are imported
+algorithm on numbers and token texts), :mod:`.diagnostics` (monitor quality against verifiable step
+errors); :mod:`.lm` (batched scoring and sampling of any causal LM); :mod:`.pipeline` (MOTAB
+trajectories), :mod:`.skd` (step/token SKD baselines), :mod:`.training` (SFT and on-policy reverse
+KL), :mod:`.pair` (the teacher–student pair), :mod:`.exposure_bias` (the two bias measurements) and
+:mod:`.composition` (``rollout="motab"`` for the OPSD backend). Only the pure layers are imported
 here, so ``import distill_backend.motab`` stays light.
 """
 
@@ -13,11 +14,14 @@ from distill_backend.motab.backtrack import Backtrack, backtrack, find_root_caus
 from distill_backend.motab.config import MotabConfig
 from distill_backend.motab.monitor import (
     MonitorResult,
+    StepScore,
     StepSpan,
     first_breach,
     monitor_trajectory,
     oracle_value,
+    result_positions,
     safety_boundary,
+    score_step,
     segment_steps,
     topk_entropy,
 )
@@ -27,6 +31,7 @@ __all__ = [
     "Backtrack",
     "MonitorResult",
     "MotabConfig",
+    "StepScore",
     "StepSpan",
     "StitchedTokens",
     "backtrack",
@@ -34,7 +39,9 @@ __all__ = [
     "first_breach",
     "monitor_trajectory",
     "oracle_value",
+    "result_positions",
     "safety_boundary",
+    "score_step",
     "segment_steps",
     "stitch_text",
     "stitch_tokens",

@@ -1,4 +1,4 @@
-"""The dual exposure biases of reasoning distillation, measured (MOTAB paper, SPEC §3).
+"""The dual exposure biases of reasoning distillation, measured (MOTAB paper).
 
 * **Exposure bias** (off-policy SFT): a student trained on teacher trajectories is judged on two
   kinds of context at the same step position ``j``: the teacher's own trajectory cut after ``j``
@@ -12,56 +12,26 @@
   exposure bias shows as a teacher that cannot rescue wrong student prefixes (its guidance there
   is poor), while it succeeds from its own.
 
-"Locally correct next step" needs a step checker. :func:`chain_next_step` is the one of the
-synthetic add/sub chain (:mod:`distill_backend.task`): it knows that task's line format and nothing
-else. Other tasks pass their own ``next_step(problem, prefix_lines)``. Steps are lines here (the
-tiny task's delimiter); this module does not use :class:`MotabConfig`.
+"Locally correct next step" needs a step checker: the default is the synthetic add/sub chain's
+:func:`~distill_backend.motab.diagnostics.chain_next_step`, which knows that task's line format and
+nothing else. Other tasks pass their own ``next_step(problem, prefix_lines)``. Steps are lines here
+(the tiny task's delimiter); this module does not use :class:`MotabConfig`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from distill_backend.evaluation import is_correct
+from distill_backend.motab.diagnostics import chain_next_step
 from distill_backend.motab.lm import sample, score_completions
 from distill_backend.motab.pipeline import TokenizerInfo
 from distill_backend.task import Problem
 
 NextStep = Callable[[Problem, Sequence[str]], "str | None"]
-_TERM = re.compile(r"([+-])(\d+)")
-_LINE = re.compile(r"^\s*(\d+)\s*([+-])\s*(\d+)\s*=\s*(\d+)\s*$")
-
-
-def chain_next_step(problem: Problem, prefix_lines: Sequence[str], modulus: int = 10) -> str | None:
-    """The locally correct next line of the add/sub chain after ``prefix_lines``.
-
-    "Locally": it applies the next operation to the value the prefix ended with, even when that
-    value is already wrong, so it is the step a competent solver would write in that context.
-    After the last operation it is ``\\boxed{value}``; after the boxed line, or when the last line
-    cannot be parsed, None.
-    """
-    first = re.match(r"\s*(\d+)", problem.problem)
-    if first is None:
-        return None
-    operations = _TERM.findall(problem.problem[first.end():])
-    value = int(first.group(1)) % modulus
-    if prefix_lines:
-        parsed = _LINE.match(prefix_lines[-1])
-        if parsed is None:
-            return None
-        value = int(parsed.group(4)) % modulus
-    j = len(prefix_lines)
-    if j < len(operations):
-        sign, operand = operations[j]
-        new = (value + int(operand)) % modulus if sign == "+" else (value - int(operand)) % modulus
-        return f"{value}{sign}{operand}={new}"
-    if j == len(operations):
-        return f"\\boxed{{{value}}}"
-    return None
 
 
 def split_lines(text: str) -> list[str]:

@@ -1,5 +1,9 @@
 """MOTAB monitoring: split a completion into steps, score each step, find the first breach.
 
+A step is scored by its oracle value V against the safety boundary eps. The paper's V is the
+geometric-mean teacher probability of the step's tokens; ``MotabConfig.value_mode`` and
+``boundary_scaling`` add options that let one wrong token of a step be seen (:func:`score_step`).
+
 Pure functions on token texts, log-probabilities and logits. This module does not know which
 model produced the numbers, what the prompts are, or how rollouts are sampled.
 
@@ -26,12 +30,24 @@ class StepSpan(NamedTuple):
     end: int
 
 
+class StepScore(NamedTuple):
+    """The monitor's numbers for one step."""
+
+    value: float
+    """Oracle value V (``cfg.value_mode``)."""
+    boundary: float
+    """Safety boundary eps (``cfg.entropy_mode``, ``cfg.boundary_scaling``)."""
+    scored: list[int]
+    """Positions inside the step that V is computed over (one position for ``"min"``)."""
+
+
 class MonitorResult(NamedTuple):
     """What the teacher saw while watching one trajectory."""
 
     spans: list[StepSpan]
     values: list[float]
-    """Oracle value V of each monitored step (geometric-mean teacher probability)."""
+    """Oracle value V of each monitored step (``cfg.value_mode``; paper: geometric-mean teacher
+    probability)."""
     boundaries: list[float]
     """Safety boundary eps of each monitored step."""
     breach: int | None
@@ -71,6 +87,56 @@ def oracle_value(step_logprobs: torch.Tensor | Sequence[float]) -> float:
     if logprobs.numel() == 0:
         raise ValueError("a step has at least one token")
     return float(torch.exp(logprobs.mean()))
+
+
+def result_positions(token_texts: Sequence[str], markers: Sequence[str]) -> list[int]:
+    """Positions of a step's result tokens (see ``MotabConfig.result_markers``).
+
+    A token belongs to the result when any of its characters lies after the end of the last marker
+    occurrence in the step's text (a token holding both the marker and result characters counts);
+    trailing tokens whose text is only whitespace (the delimiter) or empty (EOS) are dropped.
+    Empty when the step has no marker or nothing but whitespace after it.
+    """
+    text = "".join(token_texts)
+    cut = max((text.rfind(m) + len(m) for m in markers if m in text), default=-1)
+    if cut < 0:
+        return []
+    positions, end = [], 0
+    for i, piece in enumerate(token_texts):
+        end += len(piece)
+        if piece and end > cut:
+            positions.append(i)
+    while positions and not token_texts[positions[-1]].strip():
+        positions.pop()
+    return positions
+
+
+def score_step(
+    token_texts: Sequence[str],
+    token_logprobs: torch.Tensor | Sequence[float],
+    entropies: torch.Tensor | Sequence[float],
+    cfg: MotabConfig,
+) -> StepScore:
+    """Oracle value and safety boundary of one step, as ``cfg`` defines them.
+
+    ``token_logprobs[i]`` and ``entropies[i]`` belong to the step's i-th token. With the defaults
+    this is the paper's monitor: ``V = oracle_value(all tokens)`` and ``eps`` from H at the step's
+    first token.
+    """
+    logprobs = torch.as_tensor(token_logprobs, dtype=torch.float64)
+    if logprobs.numel() == 0:
+        raise ValueError("a step has at least one token")
+    if cfg.value_mode == "min":
+        scored = [int(torch.argmin(logprobs))]  # the first of equally unlikely tokens
+    elif cfg.value_mode == "result":
+        scored = result_positions(token_texts, cfg.result_markers) or list(range(len(logprobs)))
+    else:
+        scored = list(range(len(logprobs)))
+    value = oracle_value(logprobs[scored])
+    boundary = safety_boundary(float(entropies[scored[0]]), cfg)
+    if cfg.boundary_scaling == "length":
+        boundary = boundary ** (1.0 / len(scored))
+    return StepScore(value, boundary, scored)
 
 
 def topk_entropy(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -116,6 +182,8 @@ def monitor_trajectory(
             f"entropies ({len(entropies)}) must have one entry per completion token"
         )
     spans = segment_steps(token_texts, cfg.step_delimiter)[: cfg.max_steps]
-    values = [oracle_value(token_logprobs[s.start : s.end]) for s in spans]
-    boundaries = [safety_boundary(float(entropies[s.start]), cfg) for s in spans]
+    scores = [score_step(token_texts[s.start : s.end], token_logprobs[s.start : s.end], entropies[s.start : s.end], cfg)
+              for s in spans]
+    values = [score.value for score in scores]
+    boundaries = [score.boundary for score in scores]
     return MonitorResult(spans, values, boundaries, first_breach(values, boundaries))

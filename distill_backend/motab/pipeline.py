@@ -35,7 +35,7 @@ import torch
 
 from distill_backend.motab.backtrack import backtrack
 from distill_backend.motab.config import MotabConfig
-from distill_backend.motab.lm import sample, score_completions
+from distill_backend.motab.lm import CompletionScores, sample, score_completions
 from distill_backend.motab.monitor import MonitorResult, monitor_trajectory
 from distill_backend.motab.stitch import StitchedTokens, bridge_text, stitch_tokens
 
@@ -89,6 +89,34 @@ class TokenizerInfo(NamedTuple):
         return "".join(self.texts[i] for i in ids)
 
 
+def teacher_scores(
+    teacher: torch.nn.Module,
+    teacher_prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    tok: TokenizerInfo,
+    cfg: MotabConfig,
+) -> CompletionScores:
+    """The teacher's log-probability of every completion token and, with ``entropy_mode="topk"``,
+    its top-k entropy there (one batched forward). Entropies are zeros in ``"static"`` mode."""
+    top_k = cfg.top_k if cfg.entropy_mode == "topk" else None
+    scores = score_completions(teacher, teacher_prompts, completions, tok.pad_id, top_k=top_k)
+    if top_k is None:
+        scores = scores._replace(entropies=[torch.zeros_like(logprobs) for logprobs in scores.logprobs])
+    return scores
+
+
+def judge(
+    scores: CompletionScores, completions: Sequence[Sequence[int]], tok: TokenizerInfo, cfg: MotabConfig
+) -> list[MonitorResult]:
+    """Verdicts on every completion from already computed teacher scores, so several monitor
+    options (``value_mode``, ``boundary_scaling``, ``eps0``) can judge one teacher forward.
+
+    The scores must carry top-k entropies when ``cfg.entropy_mode == "topk"``.
+    """
+    return [monitor_trajectory([tok.texts[i] for i in ids], logprobs, entropies, cfg)
+            for ids, logprobs, entropies in zip(completions, scores.logprobs, scores.entropies)]
+
+
 def monitor_batch(
     teacher: torch.nn.Module,
     teacher_prompts: Sequence[Sequence[int]],
@@ -97,14 +125,7 @@ def monitor_batch(
     cfg: MotabConfig,
 ) -> list[MonitorResult]:
     """Teacher verdicts on every completion (one batched forward)."""
-    top_k = cfg.top_k if cfg.entropy_mode == "topk" else None
-    scores = score_completions(teacher, teacher_prompts, completions, tok.pad_id, top_k=top_k)
-    results = []
-    for ids, logprobs, entropies in zip(completions, scores.logprobs, scores.entropies):
-        if top_k is None:
-            entropies = torch.zeros_like(logprobs)
-        results.append(monitor_trajectory([tok.texts[i] for i in ids], logprobs, entropies, cfg))
-    return results
+    return judge(teacher_scores(teacher, teacher_prompts, completions, tok, cfg), completions, tok, cfg)
 
 
 def motab_from_completions(
@@ -131,7 +152,7 @@ def motab_from_completions(
     contexts = [list(teacher_prompts[r]) + list(completions[r][: plans[r][1]]) for r in rows]
     continuation = sample(
         teacher, contexts, cfg.teacher_max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
-        temperature=cfg.temperature, generator=generator,
+        temperature=cfg.teacher_temperature, generator=generator,
     ).tokens
     continuation_of = dict(zip(rows, continuation))
     stitched, records = [], []
@@ -165,7 +186,7 @@ def motab_rollouts(
     """The whole pipeline for one batch: student samples, then :func:`motab_from_completions`."""
     completions = sample(
         student, student_prompts, cfg.student_max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
-        temperature=cfg.temperature, generator=generator,
+        temperature=cfg.student_temperature, generator=generator,
     ).tokens
     return motab_from_completions(teacher, teacher_prompts, completions, tok, cfg, generator)
 

@@ -65,7 +65,7 @@ def step_skd_rollouts(
         budget = max(cfg.student_max_new_tokens - min(len(completions[r]) for r in active), 1)
         proposals = sample(
             student, [list(student_prompts[r]) + completions[r] for r in active], budget, eos_id=tok.eos_id,
-            pad_id=tok.pad_id, temperature=cfg.temperature, generator=generator,
+            pad_id=tok.pad_id, temperature=cfg.student_temperature, generator=generator,
             stop_text=cfg.step_delimiter, token_texts=tok.texts,
         )
         teacher_contexts = [list(teacher_prompts[r]) + completions[r] for r in active]
@@ -76,7 +76,8 @@ def step_skd_rollouts(
         ]
         rewrites = sample(
             teacher, [teacher_contexts[i] for i in rejected], budget, eos_id=tok.eos_id, pad_id=tok.pad_id,
-            temperature=cfg.temperature, generator=generator, stop_text=cfg.step_delimiter, token_texts=tok.texts,
+            temperature=cfg.teacher_temperature, generator=generator, stop_text=cfg.step_delimiter,
+            token_texts=tok.texts,
         )
         chosen = list(proposals.tokens)
         for i, tokens in zip(rejected, rewrites.tokens):
@@ -105,6 +106,6 @@ def token_skd_rollouts(
     """Token-level SKD: proposals outside the teacher's top-K are resampled by the teacher."""
     samples, replaced = sample_token_skd(
         student, teacher, student_prompts, teacher_prompts, cfg.student_max_new_tokens, top_k=cfg.skd_token_top_k,
-        eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=cfg.temperature, generator=generator,
+        eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=cfg.student_temperature, generator=generator,
     )
     return SkdBatch(samples.tokens, [sum(r) for r in replaced], [len(r) for r in replaced])

@@ -11,7 +11,7 @@ This module knows models, token ids and the loss functions; nothing about the ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -123,9 +123,13 @@ def train_onpolicy_rkl(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator,
+    on_rollouts: Callable[[list[int], list[list[int]]], None] | None = None,
 ) -> StageLog:
     """On-policy distillation: per update, the student samples a batch of completions and minimises
-    the reverse KL(p_S || p_T) to the teacher on its own tokens (teacher frozen, under no_grad)."""
+    the reverse KL(p_S || p_T) to the teacher on its own tokens (teacher frozen, under no_grad).
+
+    ``on_rollouts(rows, completions)``, when given, sees every update's prompt indices and sampled
+    completions (bookkeeping only, e.g. how many training texts end with the right answer)."""
     optimizer = _optimizer(student, cfg)
     losses, tokens = [], 0
     for _ in range(cfg.updates):
@@ -134,6 +138,8 @@ def train_onpolicy_rkl(
         t_prompts = [teacher_prompts[r] for r in rows]
         completions = sample(student, s_prompts, cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
                              temperature=cfg.temperature, generator=generator).tokens
+        if on_rollouts is not None:
+            on_rollouts(rows, completions)
         with torch.no_grad(), eval_mode(teacher):
             t_logits, _, _ = completion_batch(teacher, t_prompts, completions, pad_id)
         student.train()

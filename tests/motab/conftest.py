@@ -1,7 +1,13 @@
-"""Tiny random-init Qwen3 models (hidden 32, 1 layer) for mechanism tests of the MOTAB pipeline."""
+"""Tiny random-init Qwen3 models (hidden 32, 1 layer) for mechanism tests of the MOTAB pipeline, and
+the tiny warm-start fixtures of tests/distill_backend for the tests that need a trained checkpoint
+(the backend's ``rollout="motab"``, the pair, the benchmark)."""
 
 import pytest
 import torch
+
+# The backend fixtures (a tiny warm start built once per session in a private cache; one torch
+# thread per module) are shared with tests/distill_backend.
+from tests.distill_backend.conftest import _one_torch_thread, tiny_cache, tiny_checkpoint, tiny_config  # noqa: F401
 
 
 @pytest.fixture(scope="session")

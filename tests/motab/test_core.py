@@ -14,7 +14,9 @@ from distill_backend.motab import (
     first_breach,
     monitor_trajectory,
     oracle_value,
+    result_positions,
     safety_boundary,
+    score_step,
     segment_steps,
     stitch_text,
     stitch_tokens,
@@ -31,18 +33,31 @@ from exposure_env.errors import ConfigError
 @pytest.mark.parametrize(
     "field, value",
     [("eps0", 0.0), ("eps0", -0.1), ("top_k", 0), ("top_k", 2.5), ("step_delimiter", ""),
-     ("entropy_mode", "dynamic"), ("skd_gamma", 0.0), ("temperature", 0.0), ("root_cause_v0", "zero")],
+     ("entropy_mode", "dynamic"), ("skd_gamma", 0.0), ("student_temperature", 0.0), ("teacher_temperature", -1.0),
+     ("root_cause_v0", "zero"), ("value_mode", "median"), ("boundary_scaling", "log"), ("result_markers", ()),
+     ("result_markers", ("=", "")), ("result_markers", "=")],
 )
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field) as info:
         MotabConfig(**{field: value})
     assert info.value.field == field
+    assert repr(value) in str(info.value)  # the value received is in the message
+
+
+def test_bad_choice_lists_the_allowed_values():
+    with pytest.raises(ConfigError, match="'mean', 'min', 'result'.*'median'"):
+        MotabConfig(value_mode="median")
+    with pytest.raises(ConfigError, match="'none', 'length'.*'log'"):
+        MotabConfig(boundary_scaling="log")
 
 
 def test_paper_defaults_and_tiny_delimiter():
     cfg = MotabConfig()
     assert (cfg.step_delimiter, cfg.eps0, cfg.theta, cfg.top_k) == ("\n\n", 0.2, 1.0, 20)
     assert (cfg.revise_marker, cfg.skd_gamma, cfg.entropy_mode) == ("However,", 0.9, "topk")
+    assert (cfg.value_mode, cfg.boundary_scaling) == ("mean", "none")  # the paper's monitor
+    assert (cfg.student_temperature, cfg.teacher_temperature) == (1.0, 0.6)  # public code's teacher temperature
+    assert MotabConfig(result_markers=["="]).result_markers == ("=",)  # JSON lists become tuples
     assert MotabConfig.tiny().step_delimiter == "\n"
     assert MotabConfig.tiny(eps0=0.3).eps0 == 0.3
 
@@ -108,6 +123,92 @@ def test_monitor_trajectory_end_to_end():
     static = monitor_trajectory(texts, logprobs, entropies, MotabConfig.tiny(entropy_mode="static"))
     assert static.breach == 1
     assert monitor_trajectory(texts, logprobs, entropies, MotabConfig.tiny(max_steps=1)).breach is None
+
+
+# -- monitor options -------------------------------------------------------------------------------
+
+# The example: step "7+3=0\n" whose only doubtful token is the result digit (p = 0.01).
+STEP = list("7+3=0\n")
+ONE_WRONG_DIGIT = [math.log(p) for p in (1.0, 1.0, 1.0, 1.0, 0.01, 1.0)]
+NO_ENTROPY = [0.0] * 6
+
+
+def _score(texts, logprobs, entropies, **overrides):
+    return score_step(texts, torch.tensor(logprobs), torch.tensor(entropies), MotabConfig.tiny(**overrides))
+
+
+def test_paper_value_dilutes_one_wrong_token_and_the_options_see_it():
+    paper = _score(STEP, ONE_WRONG_DIGIT, NO_ENTROPY)
+    assert paper.value == pytest.approx(0.01 ** (1 / 6)) and paper.value == pytest.approx(0.4642, abs=1e-4)
+    assert paper.boundary == pytest.approx(0.2) and paper.value > paper.boundary  # missed
+    assert paper.scored == [0, 1, 2, 3, 4, 5]
+    low = _score(STEP, ONE_WRONG_DIGIT, NO_ENTROPY, value_mode="min")
+    assert (low.value, low.scored) == (pytest.approx(0.01), [4]) and low.value < low.boundary
+    result = _score(STEP, ONE_WRONG_DIGIT, NO_ENTROPY, value_mode="result")
+    assert (result.value, result.scored) == (pytest.approx(0.01), [4])  # "0"; the newline is the delimiter
+    scaled = _score(STEP, ONE_WRONG_DIGIT, NO_ENTROPY, boundary_scaling="length")
+    assert scaled.value == pytest.approx(paper.value)
+    assert scaled.boundary == pytest.approx(0.2 ** (1 / 6)) and scaled.boundary == pytest.approx(0.7647, abs=1e-4)
+    assert scaled.value < scaled.boundary  # joint probability 0.01 < 0.2
+
+
+def test_options_on_a_step_with_several_unsure_tokens():
+    logprobs = [math.log(p) for p in (0.5, 1.0, 1.0, 1.0, 0.8, 1.0)]
+    entropies = [0.3, 0.0, 0.0, 0.0, math.log(2), 0.0]
+    paper = _score(STEP, logprobs, entropies)
+    assert paper.value == pytest.approx(0.4 ** (1 / 6))
+    assert paper.boundary == pytest.approx(0.2 * math.exp(-0.3))  # H at the step's first token
+    low = _score(STEP, logprobs, entropies, value_mode="min")
+    assert low.value == pytest.approx(0.5) and low.boundary == pytest.approx(0.2 * math.exp(-0.3))
+    result = _score(STEP, logprobs, entropies, value_mode="result")
+    assert result.value == pytest.approx(0.8) and result.boundary == pytest.approx(0.1)  # H at the result token
+    both = _score(STEP, logprobs, entropies, value_mode="result", boundary_scaling="length", entropy_mode="static")
+    assert both.boundary == pytest.approx(0.2)  # one result token: eps ** (1/1)
+    assert _score(STEP, logprobs, entropies, value_mode="min", boundary_scaling="length").boundary == pytest.approx(
+        low.boundary)
+
+
+def test_min_takes_the_first_of_equally_unlikely_tokens():
+    logprobs = [math.log(p) for p in (0.3, 1.0, 0.3)]
+    assert _score(list("ab\n"), logprobs, [0.1, 0.2, 0.7], value_mode="min").scored == [0]
+
+
+@pytest.mark.parametrize(
+    "texts, expected",
+    [
+        (list("7+3=0\n"), [4]),
+        (list("\\boxed{7}") + [""], [7, 8]),  # "7}"; the EOS (empty text) is dropped
+        (["x ", "=1", "5", "\n\n"], [1, 2]),  # a token holding the marker and a result character counts
+        (["so", " 3x", " =", " 15", ".", "\n\n"], [3, 4]),
+        (list("a=b=c\n"), [4]),  # the last marker
+        (["so", " we", "\n"], []),  # no marker
+        (["a", "=", " ", "\n"], []),  # nothing but whitespace after it
+    ],
+)
+def test_result_positions(texts, expected):
+    assert result_positions(texts, ("=", "\\boxed{")) == expected
+
+
+def test_result_mode_without_a_result_is_the_paper_value():
+    texts, logprobs = ["so", " we", "\n"], [math.log(0.5), math.log(0.2), math.log(0.9)]
+    paper = _score(texts, logprobs, [0.0] * 3)
+    assert _score(texts, logprobs, [0.0] * 3, value_mode="result") == paper
+    boxed = list("\\boxed{7}")
+    logprobs = [0.0] * 7 + [math.log(0.04), math.log(0.25)]
+    out = _score(boxed, logprobs, [0.0] * 9, value_mode="result", boundary_scaling="length")
+    assert out.value == pytest.approx(0.1) and out.boundary == pytest.approx(0.2 ** 0.5)
+
+
+def test_monitor_trajectory_uses_the_value_mode():
+    texts = STEP + list("0-5=5\n")
+    logprobs = torch.tensor(ONE_WRONG_DIGIT + [0.0] * 6)
+    entropies = torch.zeros(12)
+    assert monitor_trajectory(texts, logprobs, entropies, MotabConfig.tiny()).breach is None
+    for mode in ("min", "result"):
+        result = monitor_trajectory(texts, logprobs, entropies, MotabConfig.tiny(value_mode=mode))
+        assert result.breach == 0 and result.values == pytest.approx([0.01, 1.0])
+    scaled = monitor_trajectory(texts, logprobs, entropies, MotabConfig.tiny(boundary_scaling="length"))
+    assert scaled.breach == 0 and scaled.boundaries == pytest.approx([0.2 ** (1 / 6)] * 2)
 
 
 # -- backtracking ----------------------------------------------------------------------------------

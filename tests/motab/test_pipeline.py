@@ -1,5 +1,6 @@
 """The MOTAB pipeline, SKD baselines and the OPSD composition on tiny random-init models."""
 
+import dataclasses
 import json
 
 import pytest
@@ -66,6 +67,22 @@ def test_breach_rewinds_and_stitches_with_the_teacher(tiny):
         assert bridge.endswith("However,\n")
         assert origin[-1] in (ORIGIN_TEACHER, ORIGIN_MARKER)
         assert record.stitched_text == tok.decode(stitched.ids)
+
+
+def test_teacher_continuation_uses_the_teacher_temperature(tiny):
+    tok, _, teacher, prompts = tiny
+    completions = _student_completions(tiny)
+    # Breach at step 0, root cause 0: the teacher continues from the bare prompt. A near-zero teacher
+    # temperature must give its greedy continuation, whatever the student temperature.
+    cfg = MotabConfig.tiny(eps0=1.0, entropy_mode="static", teacher_max_new_tokens=8, teacher_temperature=1e-6,
+                           student_temperature=5.0)
+    out = motab_from_completions(teacher, prompts, completions, tok, cfg, generator(1))
+    greedy = sample(teacher, prompts, 8, eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=0.0).tokens
+    for stitched, expected in zip(out.stitched, greedy):
+        assert [t for t, o in zip(stitched.ids, stitched.origin) if o == ORIGIN_TEACHER] == expected
+    hot = motab_from_completions(teacher, prompts, completions, tok, dataclasses.replace(cfg, teacher_temperature=50.0),
+                                 generator(1))
+    assert [s.ids for s in hot.stitched] != [s.ids for s in out.stitched]
 
 
 def test_motab_rollouts_are_reproducible_and_recorded(tiny, tmp_path):

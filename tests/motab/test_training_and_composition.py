@@ -6,7 +6,8 @@ import torch
 from distill_backend.losses import LossConfig
 from distill_backend.motab import MotabConfig
 from distill_backend.motab.composition import completion_lists, loss_masks, motab_opsd_batch, motab_opsd_loss
-from distill_backend.motab.exposure_bias import _curve, chain_next_step, prefix_is_correct
+from distill_backend.motab.diagnostics import chain_next_step
+from distill_backend.motab.exposure_bias import _curve, prefix_is_correct
 from distill_backend.motab.lm import completion_batch
 from distill_backend.motab.stitch import ORIGIN_MARKER, ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_TEACHER
 from distill_backend.motab.training import SftExample, TrainConfig, sft_loss, train_onpolicy_rkl, train_sft
@@ -48,6 +49,17 @@ def test_sft_and_rkl_stages_update_the_student_only(tiny):
     assert len(rkl.losses) == 2 and all(loss >= 0 for loss in rkl.losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))
+
+
+def test_onpolicy_rkl_reports_every_training_rollout(tiny):
+    tok, student, teacher, prompts = tiny
+    seen = []
+    train_onpolicy_rkl(_clone(student), teacher, prompts, prompts, TrainConfig(updates=3, batch_size=2, max_new_tokens=5),
+                       tok.eos_id, tok.pad_id, generator(1), on_rollouts=lambda rows, c: seen.append((rows, c)))
+    assert len(seen) == 3
+    for rows, completions in seen:
+        assert len(rows) == len(completions) == 2 and all(0 <= r < len(prompts) for r in rows)
+        assert all(1 <= len(c) <= 5 for c in completions)
 
 
 def test_train_config_rejects_bad_values():

@@ -1,5 +1,5 @@
-"""``rollout="motab"`` on the real backend (issue 5, Composition): runs through gym.make, trains the
-student, keeps the teacher, stays deterministic; bad configs are named; plain is unchanged."""
+"""``rollout="motab"`` on the real backend (the ATESD x MOTAB composition): runs through gym.make,
+trains the student, keeps the teacher, stays deterministic; bad configs are named; plain is unchanged."""
 
 from __future__ import annotations
 

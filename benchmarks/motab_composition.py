@@ -1,0 +1,132 @@
+"""ATESD x MOTAB: does ``rollout="motab"`` improve self-distillation over plain OPSD at the same exposure?
+
+    python -m benchmarks.motab_composition --seeds 3 --alphas 0.5 1.0 \\
+        --out benchmarks/results/motab_composition.json
+
+For every seed ``s`` and reveal ratio ``alpha``, two episodes of ``ATESD-Qwen3-v0`` run with
+identical settings, the same seed and the same fixed exposure schedule (``alpha`` at every
+decision); they differ only in ``rollout``: ``plain`` (OPSD on the student's whole rollouts) or
+``motab`` (rollouts monitored by the exposure-conditioned teacher, cut at the first breach and
+finished by that teacher; :mod:`distill_backend.motab.composition`). Each episode and its final
+evaluation are :func:`benchmarks.fixed_exposure.run_one`, the same code as the fixed-exposure sweep,
+with the evaluation draws seeded by ``s`` only (common random numbers), so ``motab - plain`` is
+paired by seed. The untrained warm start is evaluated once per seed as the reference.
+
+Reported per alpha: final Average@k of each arm (mean, 95% t-interval over seeds) and the paired
+difference ``motab - plain`` with its interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import args_from_namespace, dataclass_parser
+
+ROLLOUTS: tuple[str, ...] = ("plain", "motab")
+
+
+@dataclass(frozen=True)
+class Args:
+    """Command-line arguments (each field is a ``--flag``)."""
+
+    out: str = "benchmarks/results/motab_composition.json"
+    """Result JSON (written atomically after every run)."""
+    seeds: int = 3
+    """Runs per arm and alpha (seeds 0..seeds-1)."""
+    alphas: tuple[str, ...] = ("0.5", "1.0")
+    """Fixed reveal ratios (the exposure schedule shared by both arms)."""
+    total_updates: int = 200
+    """Student updates per run."""
+    hold_window: int = 4
+    """Updates per env step."""
+    final_eval_size: int = 600
+    """Test problems of the final evaluation."""
+    final_eval_k: int = 8
+    """Samples per problem of the final Average@k."""
+    env_kwargs: str = "{}"
+    """Env kwargs of both arms as a JSON object (e.g. '{"loss": "reverse_kl"}')."""
+    motab_kwargs: str = "{}"
+    """MotabConfig overrides of the motab arm as a JSON object (e.g. '{"value_mode": "result"}')."""
+    threads: int = 1
+    """torch intra-op threads."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = dataclass_parser(Args, (__doc__ or "").split("\n\n")[0])
+    args = args_from_namespace(Args, parser.parse_args(argv))
+    try:
+        alphas = [float(a) for a in args.alphas]
+        json.loads(args.env_kwargs), json.loads(args.motab_kwargs)
+    except ValueError as error:
+        parser.error(str(error))
+    if any(not 0.0 <= a <= 1.0 for a in alphas):
+        parser.error(f"--alphas must lie in [0, 1]; received {args.alphas}")
+    return args
+
+
+def sweep_args(args: Args, rollout: str):
+    """The fixed-exposure sweep's arguments for one arm."""
+    from benchmarks.fixed_exposure import Args as SweepArgs
+
+    env_kwargs = {**json.loads(args.env_kwargs), "rollout": rollout}
+    if rollout == "motab":
+        env_kwargs["motab"] = json.loads(args.motab_kwargs)
+    return SweepArgs(env="ATESD-Qwen3-v0", alphas=tuple(float(a) for a in args.alphas), seeds=args.seeds,
+                     total_updates=args.total_updates, hold_window=args.hold_window,
+                     final_eval_size=args.final_eval_size, final_eval_k=args.final_eval_k,
+                     env_kwargs=json.dumps(env_kwargs), threads=args.threads, out=args.out)
+
+
+def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from benchmarks.motab import mean_ci
+
+    out: dict[str, Any] = {"args": dataclasses.asdict(args), "alphas": [float(a) for a in args.alphas], "runs": runs}
+    base = [r["score"] for r in runs if r["rollout"] == "warm_start"]
+    if base:
+        out["warm_start_score_mean"], out["warm_start_score_ci"] = mean_ci(base)
+    for alpha in out["alphas"]:
+        arms = {rollout: {r["seed"]: r["score"] for r in runs if r["rollout"] == rollout and r["alpha"] == alpha}
+                for rollout in ROLLOUTS}
+        entry: dict[str, Any] = {}
+        for rollout, scores in arms.items():
+            if scores:
+                entry[f"{rollout}_mean"], entry[f"{rollout}_ci"] = mean_ci(list(scores.values()))
+        paired = [arms["motab"][s] - arms["plain"][s] for s in arms["motab"] if s in arms["plain"]]
+        if paired:
+            entry["motab_minus_plain_mean"], entry["motab_minus_plain_ci"] = mean_ci(paired)
+            entry["paired_seeds"] = len(paired)
+        out[f"alpha_{alpha:g}"] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from benchmarks.fixed_exposure import run_one
+    from benchmarks.motab import write_json_atomic
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for seed in range(args.seeds):
+        jobs = [("warm_start", None)] + [(r, float(a)) for a in args.alphas for r in ROLLOUTS]
+        for rollout, alpha in jobs:
+            sweep = sweep_args(args, "plain" if rollout == "warm_start" else rollout)
+            result = run_one(sweep, alpha, seed)
+            result.update(rollout=rollout, env_kwargs=sweep.env_kwargs)
+            runs.append(result)
+            print(f"seed {seed} {rollout:10s} alpha={alpha}: score {result['score']:.3f} "
+                  f"({result['wall_time']:.0f}s)", flush=True)
+            summary = summarize(args, runs)
+            summary["wall_time"] = time.perf_counter() - start
+            write_json_atomic(out, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
