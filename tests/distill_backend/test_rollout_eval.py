@@ -73,7 +73,7 @@ def test_completion_logprobs_match_unpadded_scoring(tiny):
                                   pad_id=tokenizer.pad_token_id, temperature=1.0,
                                   generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        batched = completion_logprobs(model, prompts, rollouts.completion_ids, rollouts.completion_mask)
+        batched = completion_logprobs(model, prompts, rollouts.completion_ids, rollouts.completion_mask).logprobs
         for row in range(2):
             prompt = prompts.ids[row][prompts.mask[row].bool()]
             completion = rollouts.completion_ids[row][rollouts.completion_mask[row]]
