@@ -3,18 +3,20 @@
 One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` runs it:
 
 1. draw ``questions_per_update`` training questions (epoch-wise permutation, position saved);
-2. sample ``rollouts_per_question`` completions per question from the student prompt, with the KV
-   cache and the backend's own ``torch.Generator`` (no grad);
-3. score the same completion tokens twice: the teacher from ``teacher_prompt(x, y*, alpha)`` under
-   ``no_grad`` (frozen initial weights by default; the live student or an EMA as options; with LoRA
-   the frozen teacher is the adapter-disabled model), the student from ``student_prompt(x)``;
-4. distillation loss over completion tokens (:mod:`distill_backend.losses`), AdamW step with
-   gradient-norm clipping;
+2. sample ``rollouts_per_question`` completions per question from the student prompt with the one
+   decoder (:func:`distill_backend.rollout.sample_completions`: KV cache, the backend's own
+   ``torch.Generator``, no grad; each prompt is encoded and prefilled once for all its rollouts);
+3-4. the update step (:func:`distill_backend.opsd_step.opsd_step`): the teacher scores the
+   completion tokens from ``teacher_prompt(x, y*, alpha)`` under ``no_grad`` (frozen initial
+   weights by default; the live student or an EMA as options; with LoRA the frozen teacher is the
+   adapter-disabled model), the student from ``student_prompt(x)``; the distillation loss
+   (:mod:`distill_backend.losses`, fused with the output projection, so no batch x length x
+   vocabulary tensor exists); AdamW step with gradient-norm clipping;
 5. statistics: loss, its 90th percentile, top-1 mismatch, student confidence, probe NLL of reference
-   solutions on a fixed probe batch, the teacher's mean log-prob of those reference solutions
-   when prompted at the current exposure (``teacher_ref_logprob``, the grounding statistic
-   ``G_gt`` of the reward; computed once per reveal ratio while the teacher is frozen), pre-clip
-   gradient norm, mean rollout length.
+   solutions on a fixed probe batch (encoded once; re-measured every ``probe_every`` updates), the
+   teacher's mean log-prob of those reference solutions when prompted at the current exposure
+   (``teacher_ref_logprob``, the grounding statistic ``G_gt`` of the reward; computed once per
+   reveal ratio while the teacher is frozen), pre-clip gradient norm, mean rollout length.
 
 With ``rollout="motab"`` a step 2b runs between 2 and 3: the teacher (same model and prompt as in
 step 3) monitors each rollout; a strayed one is rewound to its root cause and finished by the
@@ -45,14 +47,30 @@ import numpy as np
 import torch
 
 from distill_backend.config import BackendConfig
-from distill_backend.evaluation import EvalConfig, EvalResult, batch_logprob, evaluate_prompts, reference_batch
+from distill_backend.evaluation import (
+    EvalConfig,
+    EvalResult,
+    batch_logprob,
+    evaluate_prompts,
+    reference_batch,
+)
 from distill_backend.models import load_causal_lm
-from distill_backend.motab.composition import MotabOpsdBatch, completion_lists, motab_opsd_batch
+from distill_backend.motab.composition import (
+    MotabOpsdBatch,
+    completion_lists,
+    motab_opsd_batch,
+)
 from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo
 from distill_backend.opsd_step import StepBatch, opsd_step
 from distill_backend.prompts import student_prompt, teacher_prompt
 from distill_backend.rollout import encode_prompts, sample_completions
-from distill_backend.task import Problem, Splits, load_dataset, make_splits, split_dataset
+from distill_backend.task import (
+    Problem,
+    Splits,
+    load_dataset,
+    make_splits,
+    split_dataset,
+)
 from distill_backend.warmstart import ensure_warmstart
 from exposure_env.errors import ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
@@ -196,13 +214,15 @@ class Qwen3DistillBackend:
         # With MOTAB the statistics (mismatch, confidence, loss tail) are over the distilled tokens.
         per_token = out.per_token.float()[batch.distill_mask]
         length = float(rollouts.lengths.float().mean())
+        updates_done = (self._stats.updates_done if self._stats else 0) + int(apply)
+        stale = self._stats is not None and updates_done % cfg.probe_every != 0
         stats = TrainingStats(
-            updates_done=(self._stats.updates_done if self._stats else 0) + int(apply),
+            updates_done=updates_done,
             reveal_ratio=float(alpha),
             loss=loss,
             loss_tail=float(torch.quantile(per_token, 0.9)) if per_token.numel() else 0.0,
             mismatch=float(out.mismatch),
-            probe_nll=self._probe_nll(),
+            probe_nll=self._stats.probe_nll if stale else self._probe_nll(),
             confidence=float(out.student_confidence),
             teacher_ref_logprob=self._teacher_ref_logprob(alpha),
             grad_norm=step.grad_norm,

@@ -102,9 +102,11 @@ class LossConfig:
         check_range("chunk_size", self.chunk_size, 1, None, integer=True)
         check_range("chunk_elements", self.chunk_elements, 1, None, integer=True)
 
-    def tile(self, rows: int, vocab_size: int) -> tuple[int, int]:
-        """``(rows per chunk, vocabulary entries per tile)`` for ``rows`` valid positions."""
-        chunk_rows = max(1, min(self.chunk_size, rows))
+    def tile(self, rows: int, vocab_size: int, backward: bool = False) -> tuple[int, int]:
+        """``(rows per chunk, vocabulary entries per tile)`` for ``rows`` valid positions. The backward
+        takes up to four times the rows and a correspondingly narrower tile, which keeps its fp32
+        weight-gradient accumulator (tile width x H) small."""
+        chunk_rows = max(1, min(self.chunk_size * (4 if backward else 1), rows))
         return chunk_rows, max(1, min(vocab_size, self.chunk_elements // chunk_rows))
 
     @property
@@ -357,47 +359,50 @@ def _gather_target(values: torch.Tensor, tokens: torch.Tensor, start: int, out: 
 
 
 def _distill_terms(kind: str, log_q: torch.Tensor, log_p: torch.Tensor, config: LossConfig):
-    """Per-row loss and per-row reduction contributions of one tile (both fp32 vectors)."""
+    """Per-row loss and per-row gradient sum of one tile (both fp32 vectors). Overwrites both inputs:
+    a tile costs about three ``(rows, tile)`` buffers."""
     if kind == "forward_kl":
         p = log_p.exp()
-        pointwise = p * (log_p - log_q)
+        pointwise = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
         clip = config.clip
         if clip is not None:
-            p = p.masked_fill(pointwise > clip, 0.0)
-            pointwise = pointwise.clamp(max=clip)
+            p.masked_fill_(pointwise > clip, 0.0)  # clipped entries carry no gradient
+            pointwise.clamp_(max=clip)
         return pointwise.sum(-1), p.sum(-1)
     if kind == "reverse_kl":
-        kl = (log_q.exp() * (log_q - log_p)).sum(-1)
+        log_ratio = log_p.neg_().add_(log_q)  # log q - log p
+        kl = torch.einsum("rv,rv->r", log_q.exp_(), log_ratio)
         return kl, kl
     beta = config.beta  # interior JSD
     log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
-    return beta * (log_p.exp() * (log_p - log_m)).sum(-1) + (1.0 - beta) * kl_qm, kl_qm
+    kl_pm = torch.einsum("rv,rv->r", log_p.exp(), log_p.sub_(log_m))
+    kl_qm = torch.einsum("rv,rv->r", log_q.exp(), log_q.sub_(log_m))
+    return beta * kl_pm + (1.0 - beta) * kl_qm, kl_qm
 
 
 def _distill_grad(kind: str, log_q, log_p, tokens, start: int, reduction, config: LossConfig) -> torch.Tensor:
-    """d loss / d (student logits / T) on one tile, per row (unscaled)."""
-    q = log_q.exp()
+    """d loss / d (student logits / T) on one tile, per row (unscaled). Overwrites both inputs."""
+    row_sum = reduction.unsqueeze(-1)
     if kind == "forward_kl":
         p = log_p.exp()
         clip = config.clip
         if clip is not None:
-            p = p.masked_fill(p * (log_p - log_q) > clip, 0.0)
-        return q * reduction.unsqueeze(-1) - p
+            p.masked_fill_(log_p.sub_(log_q).mul_(p) > clip, 0.0)
+        return log_q.exp_().mul_(row_sum).sub_(p)  # q_j S - c_j p_j
     if kind == "reverse_kl":
-        return q * (log_q - log_p - reduction.unsqueeze(-1))
-    if kind == "sampled_token":  # reduction holds the advantage A
-        grad = q * reduction.unsqueeze(-1)
-        return _add_at_targets(grad, tokens, start, -reduction)
+        return log_p.neg_().add_(log_q).sub_(row_sum).mul_(log_q.exp_())  # q (log q - log p - KL)
+    if kind == "sampled_token":  # the row sum is the advantage A: -A (onehot - q)
+        return _add_at_targets(log_q.exp_().mul_(row_sum), tokens, start, -reduction)
     beta = config.beta
     log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
-    return (1.0 - beta) * q * (log_q - log_m - reduction.unsqueeze(-1))
+    return log_m.neg_().add_(log_q).sub_(row_sum).mul_(log_q.exp_()).mul_(1.0 - beta)  # (1-b) q (log q - log m - K)
 
 
 def _add_at_targets(grad: torch.Tensor, tokens: torch.Tensor, start: int, values: torch.Tensor) -> torch.Tensor:
+    """``grad[r, tokens[r] - start] += values[r]`` (in place) for the rows whose token is in this tile."""
     inside = (tokens >= start) & (tokens < start + grad.shape[-1])
     index = (tokens - start).clamp(0, grad.shape[-1] - 1).unsqueeze(-1)
-    return grad.scatter_add(-1, index, torch.where(inside, values, 0.0).unsqueeze(-1))
+    return grad.scatter_add_(-1, index, torch.where(inside, values, 0.0).unsqueeze(-1))
 
 
 def _distill_forward(hidden, teacher, s_head: Head, t_head: Head, spec: _Spec):
@@ -464,54 +469,57 @@ def _sft_forward(hidden, s_head: Head, spec: _Spec):
 
 def _backward_pass(d_hidden, s_hidden, teacher, s_head: Head, t_head: Head | None, stats: _RowStats, spec: _Spec,
                    scale: torch.Tensor, needs: tuple[bool, bool, bool, bool]):
-    """Pass 3: gradients of the loss w.r.t. the distilled rows, the sft rows, the head's weight and bias."""
+    """Pass 3: gradients of the loss w.r.t. the distilled rows, the sft rows, the head's weight and bias.
+
+    Vocabulary outer, rows inner: one vocabulary tile of the weight gradient is accumulated at a
+    time (in fp32; straight into the returned gradient when the weight is fp32).
+    """
     config, compute, kind = spec.config, spec.compute, spec.config.divergence
     weight = s_head.weight
-    vocab = weight.shape[0]
+    vocab, device = weight.shape[0], weight.device
     inv_t = 1.0 / config.temperature
     need_d, need_s, need_w, need_b = needs
-    grad_d = torch.zeros(d_hidden.shape, dtype=compute, device=weight.device) if need_d else None
-    grad_s = torch.zeros(s_hidden.shape, dtype=compute, device=weight.device) if need_s else None
-    grad_w = torch.empty_like(weight) if need_w else None
-    grad_b = torch.empty_like(s_head.bias) if need_b else None
-    segments = []  # (hidden, grad buffer, tile -> d loss / d raw logits)
+    direct = weight.dtype == compute  # accumulate in place, no fp32 copy needed
+
+    def accumulator(like: torch.Tensor, needed: bool) -> torch.Tensor | None:
+        return torch.zeros(like.shape, dtype=compute, device=device) if needed else None
+
+    grad_d, grad_s = accumulator(d_hidden, need_d), accumulator(s_hidden, need_s)
+    grad_w = torch.zeros_like(weight) if need_w else None
+    grad_b = torch.zeros_like(s_head.bias) if need_b else None
+    segments = []  # (hidden rows, their gradient, tile -> d loss / d raw logits)
     if d_hidden.shape[0]:
         def distill_tile(r, v0, v1):
             zs = _project(d_hidden[r], s_head, v0, v1, compute).mul_(inv_t).sub_(stats.s_lse[r].unsqueeze(-1))
-            zt = _project(teacher[r], t_head, v0, v1, compute).mul_(inv_t).sub_(stats.t_lse[r].unsqueeze(-1))
+            zt = None
+            if kind != "sampled_token":
+                zt = _project(teacher[r], t_head, v0, v1, compute).mul_(inv_t).sub_(stats.t_lse[r].unsqueeze(-1))
             tokens = spec.d_tokens[r] if spec.d_tokens is not None else None
-            grad = _distill_grad(kind, zs, zt, tokens, v0, stats.reduction[r], config)
-            return grad.mul_(spec.d_scale * inv_t)
+            return _distill_grad(kind, zs, zt, tokens, v0, stats.reduction[r], config).mul_(spec.d_scale * inv_t)
         segments.append((d_hidden, grad_d, distill_tile))
     if s_hidden.shape[0]:
         def sft_tile(r, v0, v1):
-            grad = _project(s_hidden[r], s_head, v0, v1, compute).sub_(stats.sft_lse[r].unsqueeze(-1)).exp_()
-            return _add_at_targets(grad, spec.s_tokens[r], v0, torch.full_like(stats.sft_lse[r], -1.0)).mul_(spec.s_scale)
+            q = _project(s_hidden[r], s_head, v0, v1, compute).sub_(stats.sft_lse[r].unsqueeze(-1)).exp_()
+            return _add_at_targets(q, spec.s_tokens[r], v0, torch.full_like(stats.sft_lse[r], -1.0)).mul_(spec.s_scale)
         segments.append((s_hidden, grad_s, sft_tile))
-    n_max = max((h.shape[0] for h, _, _ in segments), default=0)
-    rows, width = config.tile(n_max, vocab)
-    if grad_w is not None and not segments:
-        grad_w.zero_()
-    if grad_b is not None and not segments:
-        grad_b.zero_()
-    for v0 in range(0, vocab if segments else 0, width):  # vocabulary outer: one weight-gradient tile at a time
+    rows, width = config.tile(max((h.shape[0] for h, _, _ in segments), default=0), vocab, backward=True)
+    for v0 in range(0, vocab if segments else 0, width):
         v1 = min(v0 + width, vocab)
-        tile_w = torch.zeros((v1 - v0, weight.shape[1]), dtype=compute, device=weight.device) if need_w else None
-        tile_b = torch.zeros(v1 - v0, dtype=compute, device=weight.device) if need_b else None
+        tile_w = (grad_w[v0:v1] if direct else torch.zeros((v1 - v0, weight.shape[1]), dtype=compute,
+                                                           device=device)) if need_w else None
         for hidden, grad_h, tile_fn in segments:
             for r0 in range(0, hidden.shape[0], rows):
                 r = slice(r0, min(r0 + rows, hidden.shape[0]))
-                grad = (tile_fn(r, v0, v1) * scale).to(weight.dtype)  # d loss / d logits, in the logits' dtype
+                grad = tile_fn(r, v0, v1).mul_(scale).to(weight.dtype)  # d loss / d logits, in the logits' dtype
                 if grad_h is not None:
-                    grad_h[r] += (grad @ weight[v0:v1]).to(compute)
+                    grad_h[r] += grad @ weight[v0:v1]
                 if tile_w is not None:
-                    tile_w += (grad.t() @ hidden[r]).to(compute)
-                if tile_b is not None:
-                    tile_b += grad.sum(0).to(compute)
-        if grad_w is not None:
+                    tile_w += grad.t() @ hidden[r]
+                if grad_b is not None:
+                    grad_b[v0:v1] += grad.sum(0)
+                del grad
+        if need_w and not direct:
             grad_w[v0:v1] = tile_w
-        if grad_b is not None:
-            grad_b[v0:v1] = tile_b
     cast = (lambda g, like: g.to(like.dtype) if g is not None else None)
     return cast(grad_d, d_hidden), cast(grad_s, s_hidden), grad_w, grad_b
 
