@@ -6,7 +6,8 @@ pieces). Sampling is a hand-written loop over the model's own forward rather tha
 so that every random draw comes from a ``torch.Generator`` the caller owns (``generate`` samples
 from the global RNG, which would make a run depend on whatever else ran in the process and break
 exact resume). The cache is a ``transformers`` ``DynamicCache`` passed under the forward's current
-keyword (``cache`` in transformers >= 5.2x, ``past_key_values`` before), so no deprecation path runs.
+keyword (``cache`` in recent transformers, ``past_key_values`` in older ones such as 5.17), so no
+deprecation path runs.
 
 Every forward over ``[prompt; completion]`` (teacher and student scoring, the probe statistic,
 MOTAB's monitor) goes through :func:`completion_hidden`: the backbone's last hidden states at the
@@ -126,7 +127,7 @@ def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | No
 
 @functools.cache
 def _cache_keyword(cls: type) -> str:
-    """``cache`` where the forward takes it (transformers >= 5.2x), else ``past_key_values``."""
+    """``cache`` where the forward takes it (recent transformers), else ``past_key_values``."""
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
