@@ -87,8 +87,9 @@ def clip_share(kwargs: dict[str, Any], seed: int) -> float:
 def summarize(args: Args, runs: list[dict[str, Any]], clip: dict[str, float]) -> dict[str, Any]:
     base = {r["seed"]: r for r in runs if r["arm"] is None}
     rows = []
+    lrs = sorted({*args.lrs, *(lr for r in runs if r["arm"] for lr in [r["arm"].rsplit(", lr ", 1)[1]])}, key=float)
     for arm in json.loads(args.arms):
-        for lr in args.lrs:
+        for lr in lrs:
             name = f"{arm['name']}, lr {lr}"
             mine = [r for r in runs if r["arm"] == name]
             if not mine:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
     path = Path(args.out)
     stored = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("alpha", "total_updates", "final_eval_size", "final_eval_k"):
+        if stored and stored["args"][key] != getattr(args, key):
+            raise SystemExit(f"{path} holds runs with {key}={stored['args'][key]}; choose another --out or delete it")
     runs: list[dict[str, Any]] = stored.get("runs", [])
     clip: dict[str, float] = stored.get("clip_share_of_loss", {})
     done = {(r["arm"], r["seed"]) for r in runs}

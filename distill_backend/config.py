@@ -103,6 +103,12 @@ class BackendConfig:
     """Refresh ``score`` every this many windows (0: only at reset)."""
     probe_batch: int = 32
     """Probe problems whose reference-solution NLL is the probe statistic."""
+    probe_every: int = 1
+    """Measure the probe NLL after every this many updates and repeat the last value in between
+    (1, the default: after every update). The default reward (``progress_signal="probe_nll"``) is
+    built from its update-to-update changes, so keep 1 unless the env uses
+    ``progress_signal="loss"``; the probe forward is ~1/6 of an update's time on the tiny default
+    (``benchmarks/update_speed.py --profile-updates``)."""
     initial_reveal_ratio: float = 1.0
     """Reveal ratio at which the reset statistics are measured (plain OPSD)."""
     collapse_loss: float = 1e-4
@@ -118,7 +124,7 @@ class BackendConfig:
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError("model", "'tiny-default' or a path to a local checkpoint directory", self.model)
         for name in ("questions_per_update", "rollouts_per_question", "max_new_tokens", "eval_size",
-                     "probe_batch", "collapse_patience", "loss_chunk_size"):
+                     "probe_batch", "probe_every", "collapse_patience", "loss_chunk_size"):
             check_range(name, getattr(self, name), 1, None, integer=True)
         check_range("rollout_temperature", self.rollout_temperature, 0.0, None, low_inclusive=False)
         check_range("rollout_top_p", self.rollout_top_p, 0.0, 1.0, low_inclusive=False)

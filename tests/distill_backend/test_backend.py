@@ -180,3 +180,18 @@ def test_teacher_reference_logprob_is_rescored_for_a_live_teacher(tiny_config, t
     trace = b.run_window(1.0, 3).trace.teacher_ref_logprob
     assert not b._ref_logprob_cache and len(set(trace.tolist())) > 1  # the live teacher changes each update
     b.close()
+
+
+def test_probe_every_holds_the_probe_nll_between_measurements(tiny_config, tiny_checkpoint):
+    from distill_backend.backend import Qwen3DistillBackend
+
+    b = Qwen3DistillBackend(dataclasses.replace(tiny_config, probe_every=3, lr=5e-2))
+    b.reset(seed=0)
+    trace = b.run_window(1.0, 6).trace.probe_nll  # measured after updates 3 and 6, held in between
+    assert trace[0] == trace[1] and trace[2] != trace[1] and trace[2] == trace[3] == trace[4] != trace[5]
+    every = Qwen3DistillBackend(dataclasses.replace(tiny_config, lr=5e-2))
+    every.reset(seed=0)
+    measured = every.run_window(1.0, 6).trace.probe_nll
+    assert len(set(measured.tolist())) == 6 and measured[2] == trace[2] and measured[5] == trace[5]
+    with pytest.raises(ConfigError, match="probe_every"):
+        dataclasses.replace(tiny_config, probe_every=0)
