@@ -375,8 +375,6 @@ class SurrogateWindow(NamedTuple):
     """(F, B, n): ``traces[i]`` is the per-update (B, n) array of ``TRACE_FIELDS[i]``."""
     score: np.ndarray
     """(B, n) expected accuracy after each update (noise-free)."""
-    collapsed: np.ndarray
-    """(B,) bool: the expected accuracy at the end of the window is below ``collapse_score``."""
 
 
 class SurrogateObservation(NamedTuple):
@@ -452,8 +450,12 @@ def transition(
     np.multiply((state.shallow - target)[:, None], w.rho_powers, out=shallow)
     shallow += target[:, None]
     traces, score = _emit(params, _sigmoid(logit), alpha, buffer)
-    return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score,
-                           score[:, -1] < params.collapse_score)
+    return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score)
+
+
+def collapsed(params: SurrogateParams, score: np.ndarray) -> np.ndarray:
+    """Which runs with this (end-of-window) expected accuracy have collapsed (count as diverged)."""
+    return score < params.collapse_score
 
 
 def collapse_reason(params: SurrogateParams) -> str:
@@ -595,7 +597,7 @@ class SurrogateBackend:
         traces = window.traces[:, 0]  # (F, n)
         score = float(window.score[0, -1])
         stats = stats_from_values(self._updates_done, float(reveal_ratio), traces[:, -1].tolist(), score)
-        if window.collapsed[0]:
+        if collapsed(self.params, score):
             return WindowResult(stats, UpdateTrace(traces), True, collapse_reason(self.params))
         return WindowResult(stats, UpdateTrace(traces))
 
