@@ -223,11 +223,11 @@ def plot(path: Path, result: dict[str, Any]) -> None:
             ax.axhline(row["final_score"]["mean"], linestyle="--", linewidth=1, label=name,
                        color={"ramp_0.2_to_1.0": "tab:green", "ramp_0.25_to_0.75": "tab:olive",
                               "competence_driven": "tab:purple"}.get(name, "tab:red"))
-    ax.set_xlabel("reveal ratio alpha")
-    ax.set_ylabel("final expected accuracy")
+    ax.set_xlabel("reveal ratio alpha (fraction of the reference shown)")
+    ax.set_ylabel("final expected accuracy (0-1)")
     twin = ax.twinx()
     twin.plot(alphas, [r["mean_mismatch"] for r in result["fixed"]], color="grey", marker="s", label="mismatch")
-    twin.set_ylabel("mean mismatch", color="grey")
+    twin.set_ylabel("mean top-1 mismatch (fraction of tokens)", color="grey")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(f"ATESD-Surrogate-v0, {result['config']['seeds']} seeds (95% CI)")
     fig.tight_layout()
