@@ -96,7 +96,8 @@ def _env_kwargs(args: Args) -> dict[str, Any]:
     return kwargs
 
 
-def _spec(alpha: float) -> str:
+def fixed_spec(alpha: float) -> str:
+    """The agent spec of a fixed reveal ratio."""
     return f"fixed:{alpha:g}"
 
 
@@ -197,7 +198,7 @@ def _level_best(summary: dict[str, Any], level: str, alphas: list[float]) -> flo
 def summarize(args: Args, runs: list[dict[str, Any]], warmstart: dict[str, Any] | None = None) -> dict[str, Any]:
     alphas = list(args.alphas)
     base = [r for r in runs if r["spec"] is None]
-    by_alpha = {a: [r for r in runs if r["spec"] == _spec(a)] for a in alphas}
+    by_alpha = {a: [r for r in runs if r["spec"] == fixed_spec(a)] for a in alphas}
     out: dict[str, Any] = {"args": asdict(args), "alphas": alphas, "warmstart": warmstart, "runs": runs}
     for key, name in (("score", "final_score"), ("greedy", "final_greedy"), ("mismatch", "mismatch"),
                       ("loss_tail", "loss_tail"), ("loss", "loss"), ("teacher_ref_logprob", "g_gt")):
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warmstart = _warmstart_report(args)  # builds the (cached) warm start once, before the workers need it
     done = {(r["spec"], r["seed"]) for r in runs}
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
-    jobs = [(None, s) for s in seeds] + [(_spec(a), s) for s in seeds for a in args.alphas]
+    jobs = [(None, s) for s in seeds] + [(fixed_spec(a), s) for s in seeds for a in args.alphas]
     jobs += [(spec, s) for s in seeds for spec in args.schedules]
     jobs = [job for job in jobs if job not in done]
     start = time.perf_counter()

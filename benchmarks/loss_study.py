@@ -77,7 +77,7 @@ def clip_share(kwargs: dict[str, Any], seed: int) -> float:
     torch.set_num_threads(1)
     losses = []
     for tau in (kwargs["tau"], None):
-        env = gym.make("ATESD-Qwen3-v0", eval_every=0, **{**kwargs, "tau": tau})  # reset measures at alpha 1
+        env = gym.make("ATESD-Qwen3-v0", eval_every=0, initial_reveal_ratio=1.0, **{**kwargs, "tau": tau})
         env.reset(seed=seed)
         losses.append(env.unwrapped.backend._stats.loss)
         env.close()
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     summary = summarize(args, runs, clip)
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fx.run_one, _run_args(args, kwargs), None if name is None else fx._spec(args.alpha),
+        futures = {pool.submit(fx.run_one, _run_args(args, kwargs), None if name is None else fx.fixed_spec(args.alpha),
                                seed): name for name, kwargs, seed in jobs}
         for future in as_completed(futures):
             result = future.result() | {"arm": futures[future]}

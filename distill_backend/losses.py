@@ -520,8 +520,11 @@ def _backward_pass(d_hidden, s_hidden, teacher, s_head: Head, t_head: Head | Non
                 del grad
         if need_w and not direct:
             grad_w[v0:v1] = tile_w
-    cast = (lambda g, like: g.to(like.dtype) if g is not None else None)
-    return cast(grad_d, d_hidden), cast(grad_s, s_hidden), grad_w, grad_b
+    return _cast(grad_d, d_hidden), _cast(grad_s, s_hidden), grad_w, grad_b
+
+
+def _cast(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return grad.to(like.dtype) if grad is not None else None
 
 
 class _FusedLoss(torch.autograd.Function):
