@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import fixed_exposure as fx
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
+from exposure_env.io import write_json
 
 DEFAULT_ARMS = json.dumps([
     {"name": "forward KL, clip 0.05 (paper)", "kwargs": {"loss": "forward_kl", "tau": 0.05}},
@@ -64,7 +65,7 @@ class Args:
 def _run_args(args: Args, kwargs: dict[str, Any]) -> fx.Args:
     return fx.Args(alphas=(args.alpha,), seeds=args.seeds, total_updates=args.total_updates,
                    final_eval_size=args.final_eval_size, final_eval_k=args.final_eval_k,
-                   env_kwargs=json.dumps(kwargs), no_traces=True, out=args.out)
+                   env_kwargs=json.dumps(kwargs), no_traces=True, eval_every=0, out=args.out)
 
 
 def clip_share(kwargs: dict[str, Any], seed: int) -> float:
@@ -111,7 +112,7 @@ def summarize(args: Args, runs: list[dict[str, Any]], clip: dict[str, float]) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     path = Path(args.out)
     stored = json.loads(path.read_text()) if path.is_file() else {}
     for key in ("alpha", "total_updates", "final_eval_size", "final_eval_k"):
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"({result['wall_time']:.0f}s)", flush=True)
             summary = summarize(args, runs, clip)
             summary["wall_time"] = time.perf_counter() - start + stored.get("wall_time", 0.0)
-            fx._write(path, summary)
+            write_json(path, summary)
     return summary
 
 

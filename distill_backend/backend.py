@@ -125,7 +125,7 @@ class Qwen3DistillBackend:
         return make_splits(task)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self._params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(self._params, lr=self.config.effective_lr, weight_decay=self.config.weight_decay)
 
     def _student_prompts(self, problems: Sequence[Problem]) -> list[str]:
         return [student_prompt(p.problem, self.tokenizer, self.prompts) for p in problems]
