@@ -45,6 +45,8 @@ def _f(value: Any, digits: int = 3) -> str:
 
 
 def _ci(interval: Any, digits: int = 3) -> str:
+    if not interval:
+        return "[n/a]"
     low, high = interval
     return f"[{_f(low, digits)}, {_f(high, digits)}]"
 
@@ -142,14 +144,93 @@ def controller_overhead(path: Path, data: dict[str, Any]) -> str:
 
 
 def fixed_exposure(path: Path, data: dict[str, Any]) -> str:
-    args = data["args"]
-    rows = [[str(alpha), f"{_f(score)} {_ci(ci)}", _f(mismatch)] for alpha, score, ci, mismatch in
-            zip(data["alphas"], data["final_score_mean"], data["final_score_ci"], data["mismatch_mean"])]
-    return "\n\n".join([
+    args, alphas = data["args"], data["alphas"]
+    header = ["alpha", "final Average@k [95% CI]", "vs alpha = 1 (paired)", "vs warm start (paired)",
+              "greedy", "mismatch", "loss tail", "G_gt"]
+    rows = []
+    for i, alpha in enumerate(alphas):
+        rows.append([f"{alpha:g}", f"{_f(data['final_score_mean'][i])} {_ci(data['final_score_ci'][i])}",
+                     f"{_f(data['vs_full_exposure_mean'][i], 3)} {_ci(data['vs_full_exposure_ci'][i])}",
+                     f"{_f(data['improvement_mean'][i])} {_ci(data['improvement_ci'][i])}",
+                     _f(data["final_greedy_mean"][i]), _f(data["mismatch_mean"][i]), _f(data["loss_tail_mean"][i]),
+                     _f(data["g_gt_mean"][i])])
+    levels = data["levels"]
+    level_rows = [[lv] + [_f(m) for m in data["final_score_per_level_mean"][lv]] for lv in levels]
+    schedules = [[spec, str(v["n"]), f"{_f(v['final_score_mean'])} {_ci(v['final_score_ci'])}",
+                  f"{_f(v['vs_full_exposure_mean'])} {_ci(v['vs_full_exposure_ci'])}", _f(v["mean_alpha"], 2)]
+                 for spec, v in data["schedules"].items()]
+    ws = data.get("warmstart") or {}
+    checks = [f"- {name}: {claim['verdict']}" for name, claim in data["claims"].items()]
+    parts = [
         f"Fixed exposure on the real backend: `python -m benchmarks.fixed_exposure` ({args['seeds']} seeds, "
-        f"{args['total_updates']} updates, Average@{args['final_eval_k']} on {args['final_eval_size']} test problems, "
-        f"env kwargs `{args['env_kwargs']}`). No training: {_f(data['baseline_score'])} {_ci(data['baseline_score_ci'])}.",
-        _table(["alpha", "final score [95% CI]", "mean mismatch"], rows)])
+        f"{args['total_updates']} updates for every run, Average@{args['final_eval_k']} on "
+        f"{args['final_eval_size']} test problems, env kwargs `{args['env_kwargs']}`). No training: "
+        f"{_f(data['baseline_score'])} {_ci(data['baseline_score_ci'])}; every run spent "
+        f"{data['updates_done']} updates.",
+        _table(header, rows),
+        "Per difficulty level (mean final Average@k):",
+        _table(["level"] + [f"alpha {a:g}" for a in alphas], level_rows),
+    ]
+    if schedules:
+        parts += ["Schedules on the same seeds:",
+                  _table(["schedule", "runs", "final score [95% CI]", "vs alpha = 1 (paired)", "mean alpha"],
+                         schedules)]
+    if ws:
+        parts += [f"Warm start `{ws['cache_key']}` (the set-up check): student greedy {_f(ws['student_accuracy'])}; "
+                  "teacher-role greedy accuracy by alpha "
+                  + ", ".join(f"{a}: {_f(v)}" for a, v in ws["teacher_accuracy"].items())
+                  + "; teacher NLL of the reference by alpha "
+                  + ", ".join(f"{a}: {_f(v)}" for a, v in ws["teacher_ref_nll"].items()) + "."]
+    parts += ["The ATESD paper's claims here:", "\n".join(checks)]
+    return "\n\n".join(parts)
+
+
+def loss_study(path: Path, data: dict[str, Any]) -> str:
+    args = data["args"]
+    rows = [[r["arm"], str(r["n"]), f"{_f(r['score_mean'])} {_ci(r['score_ci'])}",
+             f"{_f(r['vs_warm_start_mean'])} {_ci(r['vs_warm_start_ci'])}", _f(r["greedy_mean"]),
+             "n/a" if r.get("clip_share_of_loss") is None else _f(r["clip_share_of_loss"], 2)]
+            for r in data["rows"]]
+    return "\n\n".join([
+        f"Which divergence and learning rate make self-distillation help the tiny default? "
+        f"`python -m benchmarks.loss_study` (alpha = {args['alpha']:g}, {args['total_updates']} updates, "
+        f"Average@{args['final_eval_k']} on {args['final_eval_size']} test problems). Warm start "
+        f"{_f(data['warm_start_score'])} {_ci(data['warm_start_ci'])}.",
+        _table(["divergence, learning rate", "seeds", "final score [95% CI]", "vs warm start (paired)", "greedy",
+                "share of the loss the clip removes"], rows)])
+
+
+def update_speed(path: Path, data: dict[str, Any]) -> str:
+    settings = data["settings"]
+    low_high = data["ratio_mean_ci95"][1:]
+    return (f"Tokens/s of the product's update (`Qwen3DistillBackend.run_window`, every statistic the env needs) "
+            f"÷ TRL {data['trl_version']} `DistillationTrainer` on the same model, prompts, lengths and divergence "
+            f"({settings['batch']} questions × {settings['rollouts']} rollouts, interleaved rounds): "
+            f"**{_f(data['ratio_vs_trl'], 2)}** (median; mean {_f(data['ratio_mean_ci95'][0], 2)} "
+            f"{_ci(low_high, 2)}). Goal: 2.0.")
+
+
+def loss_memory(path: Path, data: dict[str, Any]) -> str:
+    settings = data["settings"]
+    rows = []
+    for dtype, entry in data["memory"].items():
+        for variant, run in entry["runs"].items():
+            rows.append([dtype, variant, _f(run["working_ratio"], 3), _f(run.get("total_ratio"), 3)])
+    return "\n\n".join([
+        f"Peak memory of the distillation loss ÷ one naive B×T×V fp32 logits tensor, at {settings['positions']} "
+        f"positions and a {settings['vocab']:,}-entry vocabulary (`python -m benchmarks.loss_memory`; "
+        f"{data['measure']}). Goal: ≤ 1/32 = 0.031.",
+        _table(["dtype", "loss", "working ÷ naive", "with returned gradients ÷ naive"], rows)])
+
+
+def eval_cost(path: Path, data: dict[str, Any]) -> str:
+    rows = [[name, str(e["completions"]), _f(e["seconds_mean"], 2), _f(e["share_of_window_wall_time"], 2),
+             _f(e["score_sd_across_seeds"], 3)] for name, e in data["evaluations"].items()]
+    return "\n\n".join([
+        "Cost of the in-run evaluation per window (`python -m benchmarks.eval_cost`, "
+        f"{data['rollouts_per_window']} training rollouts per window):",
+        _table(["problems × samples", "completions", "seconds", "share of the window", "score SD across seeds"],
+               rows)])
 
 
 def motab(path: Path, data: dict[str, Any]) -> str:
@@ -159,16 +240,6 @@ def motab(path: Path, data: dict[str, Any]) -> str:
         f"{data['budget_unit']}). Student before training {_f(data['initial_student_score_mean'])}, teacher "
         f"{_f(data['teacher_score_mean'])}.",
         _table(["method", "score [95% CI]"], rows)])
-
-
-def backend_throughput(path: Path, data: dict[str, Any]) -> str:
-    return "\n\n".join([
-        "Loss memory and update speed of the real backend: `python -m benchmarks.backend_throughput`.",
-        _table(["measure", "value"], [
-            ["peak memory of the chunked loss ÷ naive (B×T×V), "
-             f"{data['loss_memory_ratio_settings']['dtype']}", _f(data["loss_memory_ratio"])],
-            ["our update ÷ TRL's on-policy distillation trainer (tokens/s)", _f(data["ratio_vs_trl"])],
-        ])])
 
 
 RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
@@ -181,8 +252,11 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "controller_overhead.json": ("Controller overhead", controller_overhead),
     "env_throughput.json": ("Env throughput", env_throughput),
     "fixed_exposure_qwen3.json": ("Real backend: fixed exposure", fixed_exposure),
-    "fixed_exposure_qwen3_reverse_kl.json": ("Real backend: fixed exposure, reverse KL", fixed_exposure),
-    "backend_throughput.json": ("Real backend: loss memory and update speed", backend_throughput),
+    "loss_study.json": ("Real backend: which divergence for the tiny default", loss_study),
+    "update_speed.json": ("Real backend: update speed vs TRL (16 x 1)", update_speed),
+    "update_speed_16x4.json": ("Real backend: update speed vs TRL (16 x 4, the env default)", update_speed),
+    "loss_memory.json": ("Real backend: loss memory", loss_memory),
+    "eval_cost.json": ("Real backend: cost of the in-run evaluation", eval_cost),
     "motab.json": ("MOTAB", motab),
     "motab_eps0.5.json": ("MOTAB with eps0 = 0.5", motab),
 }
