@@ -150,6 +150,9 @@ class RunInterrupted(KeyboardInterrupt):
         self.work_dir, self.decisions, self.total = work_dir, decisions, total
         super().__init__(f"interrupted after decision {decisions} of {total}; checkpoint saved in {work_dir}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (compare's workers)
+        return type(self), (self.work_dir, self.decisions, self.total)
+
 
 def make_env_factory(env_id: str, env_kwargs: Mapping[str, Any]) -> Callable[[], gym.Env]:
     kwargs = dict(env_kwargs)

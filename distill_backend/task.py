@@ -156,19 +156,19 @@ def _read_rows(path: pathlib.Path) -> list[tuple[int, object]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
-        with path.open("r", encoding="utf-8") as handle:
-            number = 0
-            try:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append((number, json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}: row {number}: not valid JSON ({exc.msg})") from exc
-            except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}: row {number + 1}: not UTF-8 text ({exc.reason}); save the file as UTF-8") \
-                    from exc
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}: row {number}: not UTF-8 text ({exc.reason}); save the file as "
+                                       "UTF-8") from exc
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}: row {number}: not valid JSON ({exc.msg})") from exc
         return rows
     if suffix == ".parquet":
         try:
