@@ -4,8 +4,12 @@ Modules, each importing only the ones above it in this list (``tests/test_import
 the import graph has no cycle):
 
 - :mod:`agents.base`: the controller protocol (``begin_run`` / ``act`` / ``observe`` / ``end_run``
-  / ``train`` / ``save`` / ``load``) and the records it exchanges.
-- :mod:`agents.episode`: the episode loop, :func:`~agents.episode.rollout`.
+  / ``train`` / ``state_dict`` / ``load_state_dict`` / ``save`` / ``load``) and the records it exchanges.
+- :mod:`agents.checkpoint`: checkpoint files without pickle (safetensors + JSON), and
+  ``Checkpointed``, the ``save``/``load`` of controllers with learned state.
+- :mod:`agents.devices`: a controller's torch device, checked (``cuda`` without CUDA is refused).
+- :mod:`agents.episode`: the episode loop, :func:`~agents.episode.rollout`, resumable from an
+  :class:`~agents.episode.EpisodeProgress`.
 - :mod:`agents.records`: the result records of a run and of a comparison.
 - :mod:`agents.distributions`: a Beta distribution in SB3's shape (torch).
 - :mod:`agents.baselines`: fixed (alpha = 1 is OPSD), linear, step, random, best-fixed.

@@ -14,8 +14,26 @@ A controller steers one distillation run (one episode of an ATESD env) through t
 
 Controllers that must be trained *before* the evaluated run (the SB3 agents) say so with
 ``trains_before_run = True`` and implement ``train``; the ATESD agent and the baselines do not (the
-ATESD agent learns online inside ``observe``). This module sees only the Gymnasium API and
-``exposure_env`` types; it knows nothing about any particular controller or backend.
+ATESD agent learns online inside ``observe``).
+
+State and checkpoints (the contract ``atesd run --save/--load/--resume`` relies on):
+
+- ``state_dict()`` returns everything the controller needs to continue exactly where it is: weights,
+  optimizer, RNG states, unfinished learning (open decisions, a partial batch, the sample between
+  ``act`` and ``observe``). Values are plain data, numpy arrays and torch tensors, so
+  :mod:`agents.checkpoint` can store them without pickle. ``load_state_dict(state)`` restores it
+  into a controller built from the same spec; the next call is then the one that would have
+  followed. The runner puts this state into its run checkpoint (``--resume``).
+- ``save(path)`` writes ``state_dict()`` to one checkpoint file (safetensors + JSON, atomically);
+  ``load(path)`` reads such a file (never a pickle) and restores it. A controller built from a spec
+  and then ``load``-ed continues the saved learning (carry-over, ``--save``/``--load``). Controllers
+  with ``has_state = True`` (the Beta agents, SB3) implement both through
+  :class:`agents.checkpoint.Checkpointed`. The baselines (``has_state = False``) are fully
+  described by their spec: their ``save`` and ``load`` raise :class:`~exposure_env.errors.ConfigError`,
+  while their ``state_dict`` still carries run state such as the random controller's generator.
+
+This module sees only the Gymnasium API and ``exposure_env`` types; it knows nothing about any
+particular controller or backend.
 """
 
 from __future__ import annotations
@@ -26,7 +44,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkab
 import gymnasium as gym
 import numpy as np
 
-from exposure_env.io import atomic_write_text
+from exposure_env.errors import ConfigError
+from exposure_env.io import atomic_write_text  # noqa: F401 - still imported from here by benchmarks/gpu_check.py
 
 # Named scalars a controller reports for the decision log (e.g. Beta concentrations, policy loss).
 ControllerStats = Mapping[str, float]
@@ -65,6 +84,8 @@ class Controller(Protocol):
 
     name: str
     trains_before_run: bool
+    has_state: bool
+    """True when the controller has learned state that ``save``/``load`` carry across runs."""
 
     def begin_run(self, context: RunContext) -> None:
         """Start steering a new run (reseed exploration, clear per-run state)."""
@@ -81,11 +102,18 @@ class Controller(Protocol):
     def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
         """Train before the evaluated run (only called when ``trains_before_run``)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (see the module docstring)."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
     def save(self, path: str | Path) -> None:
-        """Write everything needed to resume the controller (atomically)."""
+        """Write ``state_dict()`` to a checkpoint file at ``path`` (atomically, no pickle)."""
 
     def load(self, path: str | Path) -> None:
-        """Restore what ``save`` wrote."""
+        """Restore what ``save`` wrote (a :class:`~exposure_env.errors.CheckpointError` names the
+        path when the file is missing, corrupt or not a checkpoint of this controller)."""
 
 
 class StatelessController:
@@ -93,6 +121,7 @@ class StatelessController:
 
     name = "stateless"
     trains_before_run = False
+    has_state = False
 
     def begin_run(self, context: RunContext) -> None:
         self.context = context
@@ -106,12 +135,19 @@ class StatelessController:
     def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
+
     def save(self, path: str | Path) -> None:
-        # A baseline is fully described by its spec; nothing to write beyond a marker file.
-        atomic_write_text(Path(path), self.name + "\n")
+        raise ConfigError("save", "a call on an agent with learned state (beta..., ppo, sac, a2c, td3, ppo-beta)",
+                          self.name, hint=f"{self.name} has no learned state: it is fully described by its spec")
 
     def load(self, path: str | Path) -> None:
-        return None
+        raise ConfigError("load", "a call on an agent with learned state (beta..., ppo, sac, a2c, td3, ppo-beta)",
+                          self.name, hint=f"{self.name} has no learned state to load: it is fully described by its spec")
 
 
 def as_action(alpha: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -76,6 +77,13 @@ class RandomController(StatelessController):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return as_action(self.rng.uniform(self.low, self.high))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
 
 
 def best_fixed_alpha(path: str | Path) -> float:

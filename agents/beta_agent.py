@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from agents.base import ControllerStats, EnvFactory, RunContext, Transition, as_action
+from agents.checkpoint import Checkpointed
+from agents.devices import torch_device
 from agents.distributions import BetaDistribution
 from agents.episode import rollout
 from exposure_env.credit import CompletedDecision, CreditLedger, CreditSettings
-from exposure_env.errors import ConfigError, check_choice, check_range
-from exposure_env.io import atomic_write
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 from exposure_env.schema import OBSERVATION_NAMES
 
 ATESD_CREDIT = CreditSettings(reward_mode="discounted+gt", lookahead=16)
@@ -72,6 +72,7 @@ class BetaAgentConfig:
     """``float32`` or ``float64`` (bf16 is too coarse for Beta log-densities near the bounds)."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         if isinstance(self.credit, dict):  # from a checkpoint's or a command line's plain data
             object.__setattr__(self, "credit", CreditSettings(**self.credit))
         if not isinstance(self.credit, CreditSettings):
@@ -121,8 +122,10 @@ class BetaPolicy(nn.Module):
         return self.head(self.body(obs))
 
 
-class BetaAgent:
+class BetaAgent(Checkpointed):
     """ATESD's Beta-policy controller (see the module docstring)."""
+
+    checkpoint_kind = "beta-agent"
 
     def __init__(self, config: BetaAgentConfig | None = None, seed: int = 0, name: str = "beta",
                  carry_over: bool = False) -> None:
@@ -132,7 +135,7 @@ class BetaAgent:
         # in each, weights kept; without it the agent learns only inside the evaluated run (paper).
         self.trains_before_run = carry_over
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = torch_device("device", cfg.device)
         self.dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
         init_generator = torch.Generator().manual_seed(int(seed))
         self.policy = BetaPolicy(len(OBSERVATION_NAMES), tuple(cfg.hidden_sizes), init_generator)
@@ -224,30 +227,40 @@ class BetaAgent:
                 "credit_std": float(std), "policy_updates": float(self.num_updates)}
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        state = {
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's complete state (see :mod:`agents.base`): config, policy, optimizer, sampling
+        generator, the unfinished batch, the ledger's open decisions and the pending sample."""
+        ledger = self.ledger.state_dict()
+        ledger["open"] = [{**fields, "payload": fields["payload"]._asdict()} for fields in ledger["open"]]
+        return {
             "config": dataclasses.asdict(self.config),
-            "policy": self.policy.state_dict(),
+            "policy": dict(self.policy.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "completed": [{"obs": d.payload.obs, "sample": d.payload.sample, "credit": d.credit,
-                           "updates_seen": d.updates_seen} for d in self.completed],
+            "completed": [{"payload": d.payload._asdict(), "credit": d.credit, "updates_seen": d.updates_seen}
+                          for d in self.completed],
+            "ledger": ledger,
             "num_updates": self.num_updates,
+            "last_sample": self._last_sample,
+            "last_stats": dict(self._last_stats),
         }
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
-    def load(self, path: str | Path) -> None:
-        state: dict[str, Any] = torch.load(Path(path), map_location=self.device, weights_only=False)
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         saved_sizes = tuple(state["config"]["hidden_sizes"])
         if saved_sizes != tuple(self.config.hidden_sizes):
             raise ConfigError("hidden_sizes", f"{saved_sizes} (the checkpoint's)", self.config.hidden_sizes,
-                              f"checkpoint {path} was saved with another policy size")
+                              "the checkpoint was saved with another policy size")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.completed = [CompletedDecision(_Decision(d["obs"], d["sample"]), d["credit"], d["updates_seen"])
+        self.completed = [CompletedDecision(_Decision(**d["payload"]), d["credit"], d["updates_seen"])
                           for d in state["completed"]]
+        ledger = dict(state["ledger"])
+        ledger["open"] = [{**fields, "payload": _Decision(**fields["payload"])} for fields in ledger["open"]]
+        self.ledger.load_state_dict(ledger)
         self.num_updates = int(state["num_updates"])
+        self._last_sample = state["last_sample"]
+        self._last_stats = dict(state["last_stats"])
 
     # -- helpers ----------------------------------------------------------------------------------
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:

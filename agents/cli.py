@@ -14,6 +14,12 @@ them. SB3 agents (ppo, sac, a2c, td3, ppo-beta) first train for ``--train-episod
 seeds disjoint from the evaluated one, then act deterministically in one evaluated run. The ATESD agent
 (``beta``...) learns online inside the evaluated run, as in the paper; ``--load``/``--save`` carry
 its policy across runs.
+
+An ``atesd run`` is checkpointed as it goes (``--checkpoint-every``): after a kill or Ctrl-C the same
+command plus ``--resume`` continues it; a run directory that holds a run is replaced only with
+``--overwrite``. Errors a user can fix (bad options, missing or unreadable files, a corrupt
+checkpoint, an unknown env id, CUDA asked for on a machine without it) end the command with one line
+that names the option or path and what to do, and exit code 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -21,16 +27,21 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import gymnasium as gym
+
 from agents.compare import CompareConfig, markdown_table, run_compare
-from agents.runner import RunConfig, run_controlled
+from agents.runner import CHECKPOINT_FILE, RunConfig, RunInterrupted, run_controlled
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.errors import AtesdError, ConfigError
 
 # Field -> flag names where the flag is shorter than the field (the rest are the field names).
 RUN_FLAGS = {"env_id": "env", "out_dir": "out", "run_name": "name", "load_path": "load", "save_path": "save",
              "progress_bar": "progress"}
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 COMPARE_FLAGS = {"env_id": "env", "out_dir": "out"}
 
 
@@ -60,22 +71,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = f"atesd {args.command}"
     try:
         if args.command == "run":
             return _run(dataclass_from_namespace(RunConfig, args))
         if args.command == "compare":
             return _compare(dataclass_from_namespace(CompareConfig, args))
         return _warmstart(dataclass_from_namespace(WarmstartCommand, args))
-    except AtesdError as exc:
-        print(f"atesd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the boundary: errors a user can fix become one line, the rest re-raise
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"{command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """One line for an error a user can fix (ours, or a dependency's file and env-id errors), naming
+    the path or field and what to do; None for anything else (a bug: let its traceback show)."""
+    if isinstance(exc, AtesdError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        path = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or str(exc)
+        return f"{path}: {reason}; check the path and its permissions" if path else f"{reason}; check the paths given"
+    if isinstance(exc, gym.error.Error):
+        return f"{exc} (gymnasium); check --env and --env-kwargs"
+    return None
 
 
 def _run(config: RunConfig) -> int:
-    summary = run_controlled(config)
+    try:
+        summary = run_controlled(config)
+    except RunInterrupted as exc:
+        print(f"atesd run: {exc}. Continue it with the same command plus --resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        saved = config.work_dir / CHECKPOINT_FILE
+        hint = (f"its last checkpoint is {saved}: the same command plus --resume continues from there"
+                if saved.is_file() else "no checkpoint was saved yet: the same command plus --resume starts it over")
+        print(f"atesd run: interrupted; {hint}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{summary.agent} seed {summary.seed}: final score {summary.final_score:.4f} "
           f"(initial {summary.initial_score:.4f}), mean alpha {summary.mean_alpha:.3f}, "
-          f"controller/env time {summary.controller_share:.2%}; outputs in {summary.run_dir}")
+          f"controller/env time {summary.controller_share:.2%}; outputs in {Path(summary.run_dir)}")
     return 0
 
 
@@ -90,14 +132,25 @@ def _warmstart(command: WarmstartCommand) -> int:
     # The command line is the application layer: this one subcommand reaches the real backend, and
     # only here (imported on use), so `atesd run` on the surrogate never imports torch's model stack.
     from distill_backend.config import backend_config_from_kwargs
-    from distill_backend.warmstart import REPORT_FILE, ensure_warmstart, format_report, load_report, warmstart_dir
+    from distill_backend.warmstart import (
+        REPORT_FILE,
+        cache_problem,
+        ensure_warmstart,
+        format_report,
+        load_report,
+        warmstart_dir,
+    )
 
     recipe = backend_config_from_kwargs(dict(command.env_kwargs)).warmstart
     path = warmstart_dir(recipe)
     if command.inspect and not (path / REPORT_FILE).is_file():
         raise ConfigError("--inspect", "the key of an already built warm start", recipe.cache_key(),
                           hint=f"nothing cached at {path}; run `atesd warmstart` without --inspect to build it")
-    if not (path / REPORT_FILE).is_file():
+    problem = cache_problem(path) if path.exists() else "not built yet"
+    if command.inspect and problem:
+        raise ConfigError("--inspect", "the key of a usable cached warm start", recipe.cache_key(),
+                          hint=f"the cache at {path} is unusable ({problem}); run `atesd warmstart` to rebuild it")
+    if problem:
         print(f"building the warm start into {path} (cached for later runs)", file=sys.stderr)
     path = ensure_warmstart(recipe, progress=True)
     print(format_report(load_report(path)))

@@ -5,6 +5,10 @@
   what SB3 expects); PPO-Beta sees the native ``Box(0, 1)``.
 - Acting (``act``): ``model.predict(obs, deterministic=True)`` mapped back to a reveal ratio. The
   evaluated run does not learn (SB3 algorithms learn from their own rollouts only).
+- Checkpoints (``save``/``load``, and the run checkpoints of ``atesd run``): the model's networks
+  and optimizers (SB3's ``get_parameters``) in the project's format (:mod:`agents.checkpoint`, no
+  pickle); ``load`` rebuilds the model from this controller's config and the ATESD spaces and loads
+  them into it. SB3's own zip loader is never used: it unpickles parts of the file.
 
 SB3 is an optional extra; building one of these without it raises
 :class:`~exposure_env.errors.BackendUnavailableError` with the install command. SB3 seeds the
@@ -13,16 +17,27 @@ global RNGs (``random``, numpy, torch) from the seed it is given: that is SB3's 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
+import torch
+from gymnasium import spaces
 
 from agents.base import ControllerStats, EnvFactory, RunContext, Transition, as_action
-from exposure_env.errors import BackendUnavailableError, ConfigError, NotReadyError, check_choice, check_range
-from exposure_env.io import atomic_write
+from agents.checkpoint import Checkpointed
+from agents.devices import torch_device
+from exposure_env.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    NotReadyError,
+    check_choice,
+    check_range,
+    store_integers,
+)
+from exposure_env.schema import observation_space
 from exposure_env.wrappers import symmetric_actions
 
 SB3_ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "td3", "ppo-beta")
@@ -65,6 +80,7 @@ class SB3AgentConfig:
     """Torch device of the SB3 model."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_choice("algo", self.algo, SB3_ALGOS)
         if not self.net_arch or any(int(h) != h or h < 1 for h in self.net_arch):
             raise ConfigError("net_arch", "a non-empty tuple of positive integers", self.net_arch)
@@ -77,13 +93,30 @@ class SB3AgentConfig:
         check_range("action_noise", self.action_noise, 0.0, None)
 
 
-class SB3Controller:
+class SpacesOnlyEnv(gym.Env):
+    """An env that only declares the ATESD spaces: SB3 needs an env's spaces to build a model, and a
+    model rebuilt on ``load`` gets the real env later (``train`` calls ``set_env``). It cannot step."""
+
+    def __init__(self) -> None:
+        self.observation_space = observation_space()
+        self.action_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        raise NotReadyError("a model rebuilt from a checkpoint has no env: call train(...) with an env factory")
+
+    def step(self, action: Any):
+        raise NotReadyError("a model rebuilt from a checkpoint has no env: call train(...) with an env factory")
+
+
+class SB3Controller(Checkpointed):
     """An SB3 model behind the controller protocol (see the module docstring)."""
 
     trains_before_run = True
+    checkpoint_kind = "sb3-agent"
 
     def __init__(self, config: SB3AgentConfig, seed: int = 0) -> None:
         require_sb3()
+        torch_device("device", config.device)
         self.config = config
         self.name = config.algo
         self.seed = int(seed)
@@ -127,14 +160,45 @@ class SB3Controller:
             self.timesteps_trained += total
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        """Config, counters and every network and optimizer state of the SB3 model (SB3's own
+        ``get_parameters``, plus its torch variables such as SAC's entropy coefficient). SB3's zip
+        format is not used: it pickles (cloudpickle) parts of the model. Replay buffers are not kept."""
         if self.model is None:
-            raise NotReadyError(f"{self.name}: nothing to save before train(...)")
-        # the temporary file keeps the target's suffix: SB3 appends .zip to any other
-        atomic_write(path, lambda tmp: self.model.save(str(tmp)))
+            raise NotReadyError(f"{self.name}: nothing to save before train(...) or load(...)")
+        from stable_baselines3.common.save_util import recursive_getattr
 
-    def load(self, path: str | Path) -> None:
-        self.model = self._algo_class().load(str(path), device=self.config.device)
+        _, variables = self.model._get_torch_save_params()
+        return {
+            "config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+            "timesteps_trained": self.timesteps_trained,
+            "num_timesteps": int(self.model.num_timesteps),
+            "n_updates": int(getattr(self.model, "_n_updates", 0)),
+            "parameters": {name: dict(params) for name, params in self.model.get_parameters().items()},
+            "variables": {name: recursive_getattr(self.model, name).detach() for name in variables},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the model from this controller's config and the ATESD spaces, then load the
+        saved networks and optimizers into it."""
+        saved = state["config"]
+        for name in ("algo", "net_arch"):
+            if saved[name] != getattr(self.config, name):
+                raise ConfigError(name, f"{saved[name]!r} (the checkpoint's)", getattr(self.config, name),
+                                  "the checkpoint was saved by another SB3 agent")
+        from stable_baselines3.common.save_util import recursive_getattr
+
+        model = self._build_model(self._wrap(SpacesOnlyEnv()), int(state["seed"]))
+        model.set_parameters(dict(state["parameters"]), exact_match=True, device=self.config.device)
+        with torch.no_grad():
+            for name, value in state["variables"].items():
+                recursive_getattr(model, name).copy_(value)
+        model.num_timesteps = int(state["num_timesteps"])
+        model._n_updates = int(state["n_updates"])
+        self.model = model
+        self.seed = int(state["seed"])
+        self.timesteps_trained = int(state["timesteps_trained"])
 
     # -- helpers ----------------------------------------------------------------------------------
     def _wrap(self, env: gym.Env) -> gym.Env:

@@ -24,6 +24,14 @@ teacher, and step 4 uses the mixed loss of :mod:`distill_backend.motab.compositi
 has the table of which tokens get which loss); mismatch, confidence and the loss tail are then
 measured over the distilled tokens.
 
+Failure detection: after every applied update the run ends as diverged, with the reason in
+``WindowResult.divergence_reason`` (``info["divergence_reason"]``), when the loss or gradient is not
+finite (the update is then skipped), when the student collapsed (loss ~0 on degenerate rollouts, or
+near-uniform predictions with a vanishing gradient, for ``collapse_patience`` updates), when
+optimizer steps leave every trainable weight unchanged (``stall_patience`` updates: nothing is
+being trained), or when the weights run away (norm above ``max_weight_growth`` times its value at
+reset). The thresholds are :class:`~distill_backend.config.BackendConfig` fields.
+
 ``score`` (Average@k on the first ``eval_size`` test problems) is refreshed every ``eval_every``
 windows with a generator derived from the run seed and the evaluation index, so how often one
 evaluates never changes the training trajectory.
@@ -41,7 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Mapping, Sequence
+import logging
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -67,15 +76,24 @@ from distill_backend.rollout import encode_prompts, sample_completions
 from distill_backend.task import (
     Problem,
     Splits,
-    load_dataset,
     make_splits,
+    read_dataset,
+    screen_rows,
     split_dataset,
 )
 from distill_backend.warmstart import ensure_warmstart
 from exposure_env.errors import ConfigError, ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+LOGGER = logging.getLogger(__name__)
+
+
+class _Fingerprint(NamedTuple):
+    """What the failure checks keep of the trainable weights between updates."""
+
+    sum: float
+    norm: float
 
 
 class Qwen3DistillBackend:
@@ -88,6 +106,8 @@ class Qwen3DistillBackend:
         self.prompts = cfg.warmstart.prompts if cfg.uses_tiny_default else cfg.prompts
         loaded = load_causal_lm(path, cfg.device, cfg.dtype, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+        self.skipped_rows: tuple[int, ...] = ()
+        """Rows of ``dataset_path`` left out by ``skip_bad_rows`` (1-based)."""
         self.splits = self._load_splits()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._initial = [p.detach().clone() for p in self._params]
@@ -111,6 +131,11 @@ class Qwen3DistillBackend:
         self._windows = 0
         self._evals = 0
         self._collapse_count = 0
+        self._uniform_count = 0
+        self._stall_count = 0
+        self._vocab_size = int(self.model.config.vocab_size)
+        self._weights = self._weight_fingerprint()
+        self._initial_norm = self._weights.norm
         # The token-text table decodes the whole vocabulary once: only built when MOTAB needs it.
         self._motab_tok = TokenizerInfo.of(self.tokenizer) if cfg.rollout == "motab" else None
         self.last_motab_records: list[MotabRecord] = []
@@ -120,9 +145,38 @@ class Qwen3DistillBackend:
     def _load_splits(self) -> Splits:
         task = self.config.task
         if self.config.dataset_path:
-            problems = load_dataset(self.config.dataset_path)
-            return split_dataset(problems, task.probe_size, task.test_size, task.seed)
+            dataset = read_dataset(self.config.dataset_path)
+            screened = screen_rows(dataset, self._row_issue, skip=self.config.skip_bad_rows)
+            self.skipped_rows = screened.skipped_rows
+            if screened.skipped_rows:
+                LOGGER.warning("%s: skipped %d of %d rows that the tokenizer cannot represent or that exceed the "
+                               "model's context (rows %s)", dataset.path, len(screened.skipped_rows),
+                               len(dataset.rows), ", ".join(map(str, screened.skipped_rows[:20]))
+                               + (", ..." if len(screened.skipped_rows) > 20 else ""))
+            return split_dataset(screened.problems, task.probe_size, task.test_size, task.seed)
         return make_splits(task)
+
+    def _row_issue(self, problem: Problem) -> str:
+        """Why a dataset row cannot be used with this tokenizer and model ('' when it can): text that
+        would become the unknown token (an exact copy of the reference would then be graded wrong), or
+        a prompt plus completion longer than the model's context."""
+        unknown = self.tokenizer.unk_token_id
+        if unknown is not None:
+            for field in ("problem", "solution", "answer"):
+                text = getattr(problem, field)
+                if unknown in self._token_ids(text):
+                    chars = "".join(sorted({c for c in text if unknown in self._token_ids(c)}))
+                    return (f"field {field!r} has characters the tokenizer cannot represent ({chars!r} would become "
+                            f"{self.tokenizer.unk_token})")
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context:
+            completion = max(self.config.max_new_tokens, len(self._token_ids(problem.solution)) + 1)
+            prompt = max(len(self._token_ids(self._student_prompts([problem])[0])),
+                         len(self._token_ids(self._teacher_prompts([problem], 1.0)[0])))
+            if prompt + completion > context:
+                return (f"needs {prompt + completion} tokens (prompt at full reveal {prompt} + completion "
+                        f"{completion}), more than the model's context of {context} (max_position_embeddings)")
+        return ""
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self._params, lr=self.config.effective_lr, weight_decay=self.config.weight_decay)
@@ -230,7 +284,7 @@ class Qwen3DistillBackend:
             score=self._stats.score if self._stats else 0.0,
         )
         if not reason and apply:
-            reason = self._check_collapse(loss, length)
+            reason = self._check_collapse(loss, length) or self._check_training(stats)
         return stats, reason
 
     def _motab_batch(self, rows: Sequence[Problem], alpha: float, ids: torch.Tensor,
@@ -260,6 +314,38 @@ class Qwen3DistillBackend:
         if self._collapse_count >= self.config.collapse_patience:
             return f"collapse: loss {loss:.2e} with degenerate rollouts (mean length {length:.1f}) for " \
                    f"{self._collapse_count} updates"
+        return ""
+
+    def _weight_fingerprint(self) -> "_Fingerprint":
+        """Sum and L2 norm of the trainable parameters, accumulated in float64: an optimizer step that
+        moves any weight changes them (a float64 sum resolves one float32 ulp of any weight)."""
+        with torch.no_grad():
+            total = torch.zeros(2, dtype=torch.float64, device=self.device)
+            for param in self._params:
+                values = param.detach().to(torch.float64)
+                total += torch.stack((values.sum(), values.square().sum()))
+        value_sum, square_sum = total.tolist()
+        return _Fingerprint(value_sum, square_sum ** 0.5)
+
+    def _check_training(self, stats: TrainingStats) -> str:
+        """Stalled, near-uniform and runaway checks of the update just applied ('' when healthy)."""
+        cfg = self.config
+        before, after = self._weights, self._weight_fingerprint()
+        self._weights = after
+        if cfg.max_weight_growth and after.norm > cfg.max_weight_growth * self._initial_norm:
+            return (f"runaway weights: parameter norm {after.norm:.3g} is over max_weight_growth="
+                    f"{cfg.max_weight_growth:g} times its value at reset ({self._initial_norm:.3g}); lower lr")
+        self._stall_count = self._stall_count + 1 if after == before else 0
+        if cfg.stall_patience and self._stall_count >= cfg.stall_patience:
+            return (f"stalled: {self._stall_count} optimizer steps left every trainable weight unchanged "
+                    f"(gradient norm {stats.grad_norm:.2e}); nothing is trained: check lr, lora_alpha and the loss")
+        uniform = (stats.confidence < cfg.uniform_confidence / self._vocab_size
+                   and stats.grad_norm < cfg.vanishing_grad_norm)
+        self._uniform_count = self._uniform_count + 1 if uniform else 0
+        if self._uniform_count >= cfg.collapse_patience:
+            return (f"collapse: near-uniform student (mean top-1 probability {stats.confidence:.4f}, uniform is "
+                    f"{1 / self._vocab_size:.4f}) with gradient norm {stats.grad_norm:.2e} for "
+                    f"{self._uniform_count} updates")
         return ""
 
     # -- evaluation -------------------------------------------------------------------------
@@ -294,6 +380,8 @@ class Qwen3DistillBackend:
         self._np_rng = np.random.default_rng(self._run_seed)
         self._order, self._cursor = np.zeros(0, dtype=np.int64), 0
         self._windows, self._evals, self._collapse_count = 0, 0, 0
+        self._uniform_count = self._stall_count = 0
+        self._weights = self._weight_fingerprint()
         self._stats = None
         stats, _ = self._update(self.config.initial_reveal_ratio, apply=False)
         self._stats = self._refresh_score(stats)
@@ -333,6 +421,8 @@ class Qwen3DistillBackend:
             "windows": self._windows,
             "evals": self._evals,
             "collapse_count": self._collapse_count,
+            "uniform_count": self._uniform_count,
+            "stall_count": self._stall_count,
             "stats": self._stats._asdict(),
         }
 
@@ -355,6 +445,8 @@ class Qwen3DistillBackend:
         self._run_seed = int(state["run_seed"])
         self._windows, self._evals = int(state["windows"]), int(state["evals"])
         self._collapse_count = int(state["collapse_count"])
+        self._uniform_count, self._stall_count = int(state["uniform_count"]), int(state["stall_count"])
+        self._weights = self._weight_fingerprint()
         self._stats = TrainingStats(**state["stats"])
 
     def close(self) -> None:

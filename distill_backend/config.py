@@ -15,12 +15,12 @@ from typing import Any, Mapping
 
 from distill_backend.evaluation import EvalConfig
 from distill_backend.losses import LossConfig
-from distill_backend.models import DEVICE_CHOICES, DTYPE_CHOICES, TinyModelConfig
+from distill_backend.models import DEVICE_CHOICES, DTYPE_CHOICES, TinyModelConfig, resolve_device
 from distill_backend.motab.config import MotabConfig
 from distill_backend.prompts import PromptConfig
 from distill_backend.task import TaskConfig
 from distill_backend.warmstart import WarmStartConfig
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 from exposure_env.types import INITIAL_REVEAL_RATIO
 
 TEACHER_MODES: tuple[str, ...] = ("frozen", "current", "ema")
@@ -60,6 +60,10 @@ class BackendConfig:
     """Recipe of the tiny default (ignored for a checkpoint path). Its task is the run's task."""
     dataset_path: str = ""
     """Local JSONL/Parquet with problem/solution/answer; empty = the synthetic task."""
+    skip_bad_rows: bool = False
+    """Dataset rows with text the tokenizer cannot represent (it would become the unknown token) or
+    longer than the model's context raise ``DatasetError`` naming the row; True leaves them out
+    instead and logs how many (``Qwen3DistillBackend.skipped_rows`` lists them)."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     """Prompt templates; for the tiny default they must match the warm start's (they are then taken
     from the warm-start recipe)."""
@@ -111,6 +115,7 @@ class BackendConfig:
     lora_rank: int = 0
     """> 0: train a LoRA adapter (peft); the teacher is then the adapter-disabled base model."""
     lora_alpha: float = 16.0
+    """LoRA scale numerator (the update is scaled by ``lora_alpha / lora_rank``); must be > 0."""
     eval_k: int = 4
     eval_temperature: float = 1.0
     eval_top_p: float = 0.95
@@ -132,13 +137,30 @@ class BackendConfig:
     collapse_loss: float = 1e-4
     """Collapse: loss below this while rollouts are degenerate (length <= 1 or at the maximum)..."""
     collapse_patience: int = 8
-    """...for this many consecutive updates ends the run as diverged."""
+    """...for this many consecutive updates ends the run as diverged; the same patience applies to
+    the near-uniform student (``uniform_confidence``)."""
+    uniform_confidence: float = 1.25
+    """A near-uniform student: its mean top-1 probability below this multiple of ``1 / vocabulary
+    size`` (a uniform student's) while the gradient norm is below ``vanishing_grad_norm``, for
+    ``collapse_patience`` consecutive updates, ends the run as diverged (0 disables). The tiny test
+    warm start, barely trained, sits at ~1.8x with gradient norms ~1e-2; ``lr=1e4`` drives it to 1.0x with
+    gradient norm 0."""
+    vanishing_grad_norm: float = 1e-8
+    """Gradient norm below which the near-uniform check counts an update as not learning."""
+    stall_patience: int = 8
+    """Optimizer steps in a row that leave every trainable parameter exactly unchanged (nothing is
+    trained: a LoRA scale of 0, updates below float precision) before the run ends as diverged
+    (0 disables). A healthy update always moves some weight."""
+    max_weight_growth: float = 100.0
+    """Runaway weights: the trainable parameters' L2 norm above this multiple of its value at reset
+    ends the run as diverged (0 disables). Healthy runs of the tiny models move it by a few percent."""
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
     """Default run seed when ``reset`` gets none."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError("model", "'tiny-default' or a path to a local checkpoint directory", self.model)
         for name in ("questions_per_update", "rollouts_per_question", "max_new_tokens", "eval_size",
@@ -157,10 +179,20 @@ class BackendConfig:
         check_choice("teacher", self.teacher, TEACHER_MODES)
         check_range("teacher_ema_decay", self.teacher_ema_decay, 0.0, 1.0)
         check_range("lora_rank", self.lora_rank, 0, None, integer=True)
+        # LoRA's output is scaled by lora_alpha / lora_rank: at 0 the adapter and its gradients are 0 and nothing
+        # trains; a negative scale is refused as a likely mistake.
+        check_range("lora_alpha", self.lora_alpha, 0.0, None, low_inclusive=False)
         check_range("eval_every", self.eval_every, 0, None, integer=True)
         check_range("initial_reveal_ratio", self.initial_reveal_ratio, 0.0, 1.0)
         check_range("collapse_loss", self.collapse_loss, 0.0, None)
+        check_range("uniform_confidence", self.uniform_confidence, 0.0, None)
+        check_range("vanishing_grad_norm", self.vanishing_grad_norm, 0.0, None)
+        check_range("stall_patience", self.stall_patience, 0, None, integer=True)
+        check_range("max_weight_growth", self.max_weight_growth, 0.0, None)
+        if 0.0 < self.max_weight_growth <= 1.0:
+            raise ConfigError("max_weight_growth", "0 (off) or a number above 1", self.max_weight_growth)
         check_choice("device", self.device.split(":")[0], DEVICE_CHOICES)
+        resolve_device(self.device)  # cuda on a machine without it: refused here, before any work
         check_choice("dtype", self.dtype, DTYPE_CHOICES)
         check_range("seed", self.seed, 0, None, integer=True)
         self.loss_config  # validates loss / tau / beta

@@ -19,7 +19,7 @@ import torch
 
 from distill_backend.rollout import PromptBatch, completion_logprobs, encode_prompts, pad_right, sample_completions
 from distill_backend.task import Problem, difficulty_levels
-from exposure_env.errors import check_range
+from exposure_env.errors import check_range, store_integers
 
 
 def extract_boxed_answer(text: str) -> str | None:
@@ -56,6 +56,7 @@ class EvalConfig:
     """Sequences decoded at once (generation is overhead-bound on CPU: wide batches are cheap)."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_range("eval_k", self.k, 1, None, integer=True)
         check_range("eval_temperature", self.temperature, 0.0, None)
         check_range("eval_top_p", self.top_p, 0.0, 1.0, low_inclusive=False)

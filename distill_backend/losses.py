@@ -55,7 +55,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 
 LOSS_KINDS: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd", "sampled_token")
 
@@ -94,6 +94,7 @@ class LossConfig:
     plus one vocabulary tile of the weight gradient in fp32."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_choice("loss", self.kind, LOSS_KINDS)
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau == math.inf):
             check_range("tau", self.tau, 0.0, None, low_inclusive=False)

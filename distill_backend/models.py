@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 
-from exposure_env.errors import BackendUnavailableError, ConfigError, check_choice, check_range
+from exposure_env.errors import BackendUnavailableError, ConfigError, check_choice, check_range, store_integers
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -54,6 +55,7 @@ class TinyModelConfig:
     max_positions: int = 256
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_range("hidden_size", self.hidden_size, 8, None, integer=True)
         check_range("num_layers", self.num_layers, 1, None, integer=True)
         check_range("num_heads", self.num_heads, 1, None, integer=True)
@@ -114,7 +116,8 @@ def load_causal_lm(
 ) -> LoadedModel:
     """Load a local causal-LM checkpoint and its tokenizer (offline; no code from the checkpoint).
 
-    Raises ``ConfigError`` when ``path`` is not a directory with a ``config.json``.
+    Raises ``ConfigError`` naming ``path`` when it is not a directory with a ``config.json``, or when
+its files cannot be loaded (missing, unreadable or corrupt).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,10 +127,15 @@ def load_causal_lm(
                           str(path), hint="nothing is downloaded: save the model with save_pretrained first")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, padding_side="left")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, dtype=torch_dtype)
+    except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or corrupt files
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError("model", "a loadable local checkpoint directory (config, weights, tokenizer)", str(path),
+                          hint=f"loading it failed: {reason}") from exc
     if tokenizer.pad_token_id is None:  # many causal LMs ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, dtype=torch_dtype)
     model.to(torch_device)
     if lora_rank > 0:
         model = add_lora(model, lora_rank, lora_alpha, lora_targets)

@@ -16,6 +16,9 @@ Splits (train / probe / test) are drawn from one seeded generator and made disjo
 duplicates, so they are a pure function of :class:`TaskConfig`. The warm start selects its
 checkpoint on the probe split and the benchmarks evaluate on the test split.
 
+Local datasets (:func:`read_dataset`) keep the row number of each problem, so the backend's checks
+against its tokenizer and context (:func:`screen_rows`) name the row that fails.
+
 This module knows nothing about prompts, tokenizers or models: it produces text records only.
 """
 
@@ -25,11 +28,11 @@ import json
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from exposure_env.errors import ConfigError, DatasetError, check_range
+from exposure_env.errors import ConfigError, DatasetError, check_range, store_integers
 
 
 class Problem(NamedTuple):
@@ -68,6 +71,7 @@ class TaskConfig:
     """Data seed: fixes the splits (independent of the run seed, so every run sees the same test set)."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         if not self.levels or len(self.levels) != len(self.num_steps) or len(self.levels) != len(self.level_weights):
             raise ConfigError(
                 "levels/num_steps/level_weights", "non-empty tuples of equal length",
@@ -152,8 +156,13 @@ def _read_rows(path: pathlib.Path) -> list[tuple[int, object]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
-        with path.open("r", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}: row {number}: not UTF-8 text ({exc.reason}); save the file as "
+                                       "UTF-8") from exc
                 if not line.strip():
                     continue
                 try:
@@ -166,11 +175,24 @@ def _read_rows(path: pathlib.Path) -> list[tuple[int, object]]:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise DatasetError(f"{path}: reading Parquet needs pyarrow: pip install -e '.[data]'") from exc
-        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise DatasetError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from exc
+        return list(enumerate(table.to_pylist(), start=1))
     raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .jsonl, .json or .parquet")
 
 
-def load_dataset(path: str | pathlib.Path, difficulty_field: str = "difficulty") -> tuple[Problem, ...]:
+class Dataset(NamedTuple):
+    """A local dataset as loaded: its problems and where each came from."""
+
+    path: str
+    problems: tuple[Problem, ...]
+    rows: tuple[int, ...]
+    """The 1-based row of each problem (the line for JSONL), for messages that point at it."""
+
+
+def read_dataset(path: str | pathlib.Path, difficulty_field: str = "difficulty") -> Dataset:
     """Load ``problem``/``solution``/``answer`` rows from a local JSONL or Parquet file.
 
     Every row is validated: the three fields must be non-empty strings (an integer answer is
@@ -180,8 +202,8 @@ def load_dataset(path: str | pathlib.Path, difficulty_field: str = "difficulty")
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: dataset file not found")
-    problems = []
+        raise DatasetError(f"{path}: dataset file not found; check dataset_path")
+    problems, numbers = [], []
     for number, row in _read_rows(path):
         if not isinstance(row, dict):
             raise DatasetError(f"{path}: row {number}: expected an object with fields {REQUIRED_FIELDS}, got {type(row).__name__}")
@@ -200,9 +222,41 @@ def load_dataset(path: str | pathlib.Path, difficulty_field: str = "difficulty")
             solution = f"{solution}\n\\boxed{{{values['answer']}}}"
         difficulty = row.get(difficulty_field, "unknown")
         problems.append(Problem(values["problem"], solution, values["answer"], str(difficulty)))
+        numbers.append(number)
     if not problems:
         raise DatasetError(f"{path}: no rows")
-    return tuple(problems)
+    return Dataset(str(path), tuple(problems), tuple(numbers))
+
+
+def load_dataset(path: str | pathlib.Path, difficulty_field: str = "difficulty") -> tuple[Problem, ...]:
+    """The problems of :func:`read_dataset`."""
+    return read_dataset(path, difficulty_field).problems
+
+
+class ScreenedRows(NamedTuple):
+    """What :func:`screen_rows` kept and the rows it skipped."""
+
+    problems: tuple[Problem, ...]
+    skipped_rows: tuple[int, ...]
+
+
+def screen_rows(dataset: Dataset, row_issue: Callable[[Problem], str], skip: bool = False) -> ScreenedRows:
+    """Check every problem with ``row_issue`` (the reason a row cannot be used, '' when it can; the
+    caller knows the tokenizer and the model). A bad row raises :class:`DatasetError` naming the
+    file, the row and the reason, unless ``skip``: then bad rows are left out and listed."""
+    kept, skipped = [], []
+    for problem, number in zip(dataset.problems, dataset.rows):
+        issue = row_issue(problem)
+        if not issue:
+            kept.append(problem)
+        elif skip:
+            skipped.append(number)
+        else:
+            raise DatasetError(f"{dataset.path}: row {number}: {issue}; fix the row, or set skip_bad_rows=True to "
+                               "leave such rows out")
+    if not kept:
+        raise DatasetError(f"{dataset.path}: every one of its {len(skipped)} rows was skipped as unusable")
+    return ScreenedRows(tuple(kept), tuple(skipped))
 
 
 def split_dataset(problems: Sequence[Problem], probe_size: int, test_size: int, seed: int) -> Splits:

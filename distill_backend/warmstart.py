@@ -29,7 +29,8 @@ recipe, all of it in :class:`WarmStartConfig`:
 The result is a ``save_pretrained`` directory (model + tokenizer) cached outside the repository in
 ``$ATESD_CACHE_DIR`` (default ``~/.cache/atesd``), named by a hash of the recipe, rebuilt
 deterministically when missing, and written atomically (temporary directory + rename) so parallel
-processes never see half a checkpoint. MOTAB builds a stronger teacher and a weaker student from the
+processes never see half a checkpoint. Every file's sha256 is kept in ``checksums.json``; a cached
+checkpoint whose files changed or do not read back is rebuilt (with a logged warning), not fatal. MOTAB builds a stronger teacher and a weaker student from the
 same recipe by changing sizes, steps or the target window.
 
 This module knows nothing about self-distillation; it only produces a starting checkpoint.
@@ -51,18 +52,20 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from distill_backend.evaluation import EvalConfig, evaluate_prompts, reference_logprob
 from distill_backend.models import TinyModelConfig, init_tiny_qwen3
 from distill_backend.prompts import PromptConfig, split_segments, student_prompt, teacher_prompt
 from distill_backend.task import Problem, TaskConfig, make_problem, make_splits
 from distill_backend.tokenizer import build_char_tokenizer
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 
 RECIPE_VERSION = "2"
 """Bump when the recipe's code changes meaning, so old cache entries are not reused."""
 LOGGER = logging.getLogger(__name__)
 REPORT_FILE = "warmstart.json"
+CHECKSUM_FILE = "checksums.json"
 REPORT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 TEACHER_REVEAL_MODES: tuple[str, ...] = ("ratio", "segments")
 
@@ -118,6 +121,7 @@ class WarmStartConfig:
     during training; the final report uses all ``eval_size``."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_range("seed", self.seed, 0, None, integer=True)
         check_range("batch_size", self.batch_size, 1, None, integer=True)
         check_range("lr", self.lr, 0.0, None, low_inclusive=False)
@@ -177,11 +181,17 @@ def warmstart_dir(config: WarmStartConfig, root: pathlib.Path | None = None) -> 
 def ensure_warmstart(config: WarmStartConfig | None = None, root: pathlib.Path | None = None,
                      progress: bool = False) -> pathlib.Path:
     """Path of the cached warm-start checkpoint, building it first when it is missing
-    (``progress``: show a progress bar while building)."""
+    (``progress``: show a progress bar while building). A cached checkpoint that fails
+    :func:`cache_problem` (a file changed, truncated or unreadable) is discarded and rebuilt, with a
+    logged warning."""
     config = config or WarmStartConfig()
     target = warmstart_dir(config, root)
-    if (target / REPORT_FILE).is_file():
-        return target
+    if target.exists():
+        problem = cache_problem(target)
+        if not problem:
+            return target
+        LOGGER.warning("the cached warm start %s is unusable (%s): rebuilding it", target, problem)
+        _discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -195,6 +205,48 @@ def ensure_warmstart(config: WarmStartConfig | None = None, root: pathlib.Path |
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _file_digests(directory: pathlib.Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint directory (but the checksum file itself)."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.iterdir()) if path.is_file() and path.name != CHECKSUM_FILE}
+
+
+def cache_problem(directory: pathlib.Path) -> str:
+    """Why a cached warm-start directory cannot be used ('' when it can): a missing or unreadable
+    report, config or tokenizer file, a file whose checksum changed since the build (checkpoints
+    built before checksums were written: weights that do not read back)."""
+    directory = pathlib.Path(directory)
+    try:
+        if not (directory / REPORT_FILE).is_file():
+            return f"no {REPORT_FILE} (an interrupted or partly deleted build)"
+        load_report(directory)
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            json.loads((directory / name).read_text(encoding="utf-8"))
+        sums = directory / CHECKSUM_FILE
+        if sums.is_file():
+            expected = json.loads(sums.read_text(encoding="utf-8"))
+            actual = _file_digests(directory)
+            changed = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
+            return f"files changed since the build: {', '.join(changed)}" if changed else ""
+        for weights in sorted(directory.glob("*.safetensors")) or [directory / "model.safetensors"]:
+            with safe_open(str(weights), framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_tensor(key)
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return ""
+
+
+def _discard(directory: pathlib.Path) -> None:
+    """Move ``directory`` aside (so nobody reads it half-deleted), then delete it."""
+    aside = directory.with_name(f".{directory.name}.discarded-{os.getpid()}")
+    try:
+        os.replace(directory, aside)
+    except FileNotFoundError:  # a concurrent process discarded it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_report(directory: pathlib.Path) -> WarmStartReport:
@@ -374,4 +426,5 @@ def build_warmstart(config: WarmStartConfig, out_dir: pathlib.Path, progress: bo
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / REPORT_FILE).write_text(json.dumps(report._asdict(), indent=2))
+    (out_dir / CHECKSUM_FILE).write_text(json.dumps(_file_digests(out_dir), indent=2))
     return report

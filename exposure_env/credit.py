@@ -112,3 +112,13 @@ class CreditLedger:
 
     def clear(self) -> None:
         self.open = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The lookahead and the open decisions (one dict of fields each, payloads as registered),
+        for a checkpoint of the agent that owns the ledger."""
+        return {"lookahead": self.lookahead, "open": [dict(vars(d)) for d in self.open]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (payloads as the owner rebuilt them)."""
+        self.lookahead = int(state["lookahead"])
+        self.open = [_OpenDecision(**fields) for fields in state["open"]]

@@ -8,7 +8,11 @@ user scripts working.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import types
+import typing
 from typing import Any
 
 
@@ -50,6 +54,59 @@ class DatasetError(AtesdError, ValueError):
     """A dataset file or row does not have the expected shape."""
 
 
+class CheckpointError(AtesdError, ValueError):
+    """A checkpoint or run directory cannot be used: missing, unreadable, corrupt, of another kind
+    or version, or not in the project's format (a pickle, say). The message names the path and what
+    to do."""
+
+
+class OutputPathError(AtesdError, ValueError):
+    """An output path (run directory, checkpoint to save) exists where it must not, or cannot be
+    written. Raised before any work starts; the message names the path and what to do."""
+
+
+@functools.lru_cache(maxsize=None)
+def _integer_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, is_tuple) of the fields of dataclass ``cls`` typed ``int``, ``int | None`` or
+    ``tuple[int, ...]``."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = args[0] if len(args) == 1 else hint
+        if hint is int:
+            found.append((f.name, False))
+        elif typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (int,):
+            found.append((f.name, True))
+    return tuple(found)
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def store_integers(config: Any) -> None:
+    """Store whole floats (``10.0``, common in JSON) given to the ``int`` fields of the frozen
+    dataclass ``config`` as ``int`` (``10``); the items of ``tuple[int, ...]`` fields likewise.
+
+    Every config dataclass calls this first in its ``__post_init__``, so a field typed ``int`` holds an
+    ``int`` after construction. Anything else (``10.5``, ``"10"``) is left as it is, for
+    :func:`check_range` to reject with the usual message.
+    """
+    for name, is_tuple in _integer_fields(type(config)):
+        value = getattr(config, name)
+        if is_tuple and isinstance(value, (tuple, list)):
+            converted: Any = tuple(_whole(item) for item in value)
+        else:
+            converted = _whole(value)
+        if converted is not value:
+            object.__setattr__(config, name, converted)
+
+
 def check_range(
     field: str,
     value: Any,
@@ -63,7 +120,8 @@ def check_range(
     """Raise :class:`ConfigError` unless ``value`` is a finite number inside the given interval.
 
     Used by every config dataclass's ``__post_init__`` so the wording of range errors is the same
-    everywhere.
+    everywhere. With ``integer=True`` a whole float passes (its dataclass stores it as an ``int``
+    through :func:`store_integers`); ``10.5`` does not.
     """
     left = "[" if low_inclusive else "("
     right = "]" if high_inclusive else ")"

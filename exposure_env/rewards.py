@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 
 REWARD_MODES: tuple[str, ...] = ("immediate", "discounted", "discounted+gt")
 
@@ -50,6 +50,7 @@ class RewardSettings:
     scores best; with 0.005 it peaks at 0.5."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("lambda_gt", self.lambda_gt, 0.0, None)

@@ -67,6 +67,8 @@ LAZY_ALLOWED = {
     ("agents.runner", "tqdm"): "progress bar",
     ("agents.compare", "tqdm"): "progress bar",
     ("agents.sb3_agents", "stable_baselines3"): "SB3 extra",
+    ("agents.checkpoint", "torch"): "only for checkpoints that hold torch tensors",
+    ("agents.checkpoint", "safetensors"): "safetensors.torch, only with torch tensors",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 
 ENTROPY_MODES: tuple[str, ...] = ("topk", "static")
 ROOT_CAUSE_V0: tuple[str, ...] = ("one", "first")
@@ -99,6 +99,7 @@ class MotabConfig:
     """Token-level SKD: a student token outside the teacher's top-K is resampled by the teacher."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         if not isinstance(self.step_delimiter, str) or self.step_delimiter == "":
             raise ConfigError("step_delimiter", "a non-empty string", self.step_delimiter)
         check_range("eps0", self.eps0, 0.0, 1.0, low_inclusive=False)

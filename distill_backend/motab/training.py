@@ -22,7 +22,7 @@ from distill_backend.losses import LossConfig
 from distill_backend.motab.lm import model_device, sample
 from distill_backend.opsd_step import StepBatch, opsd_step, teacher_of
 from distill_backend.rollout import pad_left, pad_right
-from exposure_env.errors import check_range
+from exposure_env.errors import check_range, store_integers
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class TrainConfig:
     """Rollout temperature of the on-policy stage."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_range("updates", self.updates, 0, None, integer=True)
         check_range("batch_size", self.batch_size, 1, None, integer=True)
         check_range("lr", self.lr, 0.0, None, low_inclusive=False)
