@@ -130,6 +130,10 @@ class _Decision(NamedTuple):
     """Index of the decision in its run (batched pre-training groups decisions by it; -1: unknown)."""
 
 
+Decision = _Decision
+"""Public name of the decision record (batched pre-training builds them)."""
+
+
 class PolicySamples(NamedTuple):
     """A batch of decisions drawn by :meth:`BetaAgent.sample_batch`."""
 
