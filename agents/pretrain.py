@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import exposure_env  # noqa: F401 - registers the env ids
 from agents.beta_agent import BetaAgent, Decision, normalized_advantages
@@ -142,8 +143,6 @@ class GenerationStats(NamedTuple):
 
 def pretrain(config: PretrainConfig) -> PretrainManifest:
     """Pre-train, save the checkpoint and the manifest into ``config.out``; returns the manifest."""
-    import torch
-
     torch.set_num_threads(config.torch_threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
