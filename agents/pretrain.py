@@ -10,7 +10,8 @@ of cheap runs of the native batched surrogate (``gym.make_vec("ATESD-Surrogate-v
 vectorization_mode="vector_entry_point")``), and is then deployed, frozen (``beta-pretrained:PATH``)
 or still learning online (``beta-pretrained:PATH:online``).
 
-**The ATESD agent** (``agent`` = ``beta`` or ``beta:MODE[:L]``, the same specs as online): every
+**The ATESD agent** (``agent`` = ``beta`` or ``beta:MODE[:L]``, the same specs as online; the
+default ``beta:immediate:32`` says why it is not the paper's credit): every
 *generation* runs ``num_envs`` surrogate runs side by side to their end, with decisions drawn from
 the current policy (:meth:`~agents.beta_agent.BetaAgent.sample_batch`). Each run's decisions are
 credited by its own :class:`~exposure_env.credit.CreditLedger` with the agent's credit settings:
@@ -65,9 +66,15 @@ ADVANTAGES: tuple[str, ...] = ("per_decision", "batch")
 class PretrainConfig:
     """One pre-training (every field is a ``--flag`` of ``python -m agents.pretrain``)."""
 
-    agent: str = "beta"
+    agent: str = "beta:immediate:32"
     """``beta`` / ``beta:MODE[:L]`` (the ATESD agent, same specs and credit as online) or an SB3
-    algorithm: ``ppo``, ``sac``, ``a2c``, ``td3``, ``ppo-beta``."""
+    algorithm: ``ppo``, ``sac``, ``a2c``, ``td3``, ``ppo-beta``. The default credits a decision with
+    the signed change of the probe NLL over the next 32 updates. Measured on the default surrogate
+    (4,096 runs, deployed frozen, 30 evaluation seeds; a small setting): 0.843 ± 0.021 final score
+    against 0.662 ± 0.056 for the paper's credit (``beta``: ``discounted+gt``, L = 16) and 0.629 ±
+    0.056 for ``beta:discounted:32``, which drove the policy to high reveal ratios: discounted
+    progress counts only drops, so the NLL rebounds that follow the surrogate's transient cost it
+    nothing (fixed 0.5: 0.819 ± 0.025; linear 0.2 -> 1.0: 0.831 ± 0.030)."""
     params: str | None = None
     """Name of a shipped surrogate parameter set (passed to the env as ``params``); ``None``: the
     env's default parameters (or ``params`` inside ``env_kwargs``)."""

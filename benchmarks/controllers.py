@@ -50,7 +50,6 @@ import numpy as np
 
 from agents.compare import OPSD, CompareConfig, run_compare
 from agents.plots import pyplot, save_figure
-from agents.pretrain import PretrainConfig, pretrain
 from agents.pretrained import manifest_path
 from agents.records import RunSummary
 from agents.runner import RunConfig
@@ -107,12 +106,9 @@ class Args:
     """Folder of a pre-trained PPO; empty: the surrogate result's, else pre-train one."""
     pretrain_params: str | None = None
     """Surrogate parameter set of the pre-training (default: ``params``)."""
-    pretrain_agent: str = "beta:immediate:32"
-    """Spec (and so credit) of the pre-trained ATESD agent. On the default surrogate (4,096 runs,
-    frozen, 30 evaluation seeds, a small setting) the signed change over 32 updates learned a
-    policy scoring 0.843 ± 0.021, while the paper's ``discounted+gt`` (L = 16) credit drove the
-    policy to high alpha and 0.662 ± 0.056 (discounted progress ignores the NLL rebounds of the
-    surrogate's transient)."""
+    pretrain_agent: str | None = None
+    """Spec (and so credit) of the pre-trained ATESD agent; ``None``: ``PretrainConfig``'s default
+    (whose description gives the measurement behind it)."""
     pretrain_runs: int = 4096
     """Surrogate runs of the ATESD agent's pre-training."""
     ppo_pretrain_runs: int = 4096
@@ -215,6 +211,9 @@ def best_fixed_sweep(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path, 
 
 def pretrained_folders(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path) -> dict[str, str]:
     """The pre-trained ATESD policy and PPO: given, from the surrogate result, or trained now."""
+    # torch: imported here, when needed (the results page imports this module for its tables)
+    from agents.pretrain import PretrainConfig, pretrain
+
     previous: Mapping[str, str] = {}
     if args.surrogate_result:
         previous = json.loads(Path(args.surrogate_result).read_text()).get("pretrained", {})
@@ -222,7 +221,7 @@ def pretrained_folders(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path
     params = args.pretrain_params if args.pretrain_params is not None else args.params
     folders = {}
     for kind, given, agent, runs, overrides in (
-            ("beta", args.pretrained_beta, args.pretrain_agent, args.pretrain_runs, {}),
+            ("beta", args.pretrained_beta, args.pretrain_agent or PretrainConfig.agent, args.pretrain_runs, {}),
             ("ppo", args.pretrained_ppo, "ppo", args.ppo_pretrain_runs, dict(args.ppo_overrides))):
         folder = given or previous.get(kind, "")
         if folder and not manifest_path(folder).is_file():
