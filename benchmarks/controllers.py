@@ -209,6 +209,11 @@ def best_fixed_sweep(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path, 
     return path
 
 
+def _episode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The episode fields (``ExposureEnvConfig``) of gym.make kwargs."""
+    return {k: v for k, v in env_kwargs.items() if k in ENV_CONFIG_FIELDS}
+
+
 def pretrained_folders(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path) -> dict[str, str]:
     """The pre-trained ATESD policy and PPO: given, from the surrogate result, or trained now."""
     # torch: imported here, when needed (the results page imports this module for its tables)
@@ -217,7 +222,7 @@ def pretrained_folders(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path
     previous: Mapping[str, str] = {}
     if args.surrogate_result:
         previous = json.loads(Path(args.surrogate_result).read_text()).get("pretrained", {})
-    episode = {k: v for k, v in env_kwargs.items() if k in ENV_CONFIG_FIELDS}
+    episode = _episode(env_kwargs)
     params = args.pretrain_params if args.pretrain_params is not None else args.params
     folders = {}
     for kind, given, agent, runs, overrides in (
@@ -368,8 +373,10 @@ def markdown(payload: Mapping[str, Any]) -> str:
         lines += ["", f"Reward ablation, IQM low to high: {observed}; the paper's order is "
                   f"{' < '.join(ab['paper_order_low_to_high'])} (matches: {ab['matches_paper']})."]
     if payload.get("sim_to_real"):
+        same = payload.get("same_episode_settings", True)
         lines += ["", "Sim-to-real: IQM gain over OPSD here / on the surrogate "
-                  f"(`{payload.get('surrogate_result', '')}`), 95% bootstrap CI.", "",
+                  f"(`{payload.get('surrogate_result', '')}`), 95% bootstrap CI (seeds paired within each env)"
+                  + ("." if same else "; **the two results ran episodes of different lengths**."), "",
                   "| controller | real gain | surrogate gain | ratio | 95% CI |", "|---|---|---|---|---|"]
         for name, s in payload["sim_to_real"].items():
             lines.append(f"| `{name}` | {s['real_gain']:+.4f} | {s['surrogate_gain']:+.4f} | {_num(s['ratio'])} | "
@@ -464,8 +471,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plain["sample_efficiency"] = to_plain(row.sample_efficiency._asdict()) | {
             "fraction_of_budget": row.sample_efficiency.fraction_of_budget}
     if args.surrogate_result:
+        surrogate = json.loads(Path(args.surrogate_result).read_text())
         payload["surrogate_result"] = args.surrogate_result
-        payload["sim_to_real"] = sim_to_real(rows, json.loads(Path(args.surrogate_result).read_text()), rng)
+        payload["sim_to_real"] = sim_to_real(rows, surrogate, rng)
+        # The pre-trained controllers saw the surrogate's episodes: were they the same length here?
+        payload["same_episode_settings"] = _episode(surrogate["env_kwargs"]) == _episode(env_kwargs)
     payload["wall_time_s"] = time.perf_counter() - start
     write_outputs(payload, out)
     print(out.with_suffix(".md").read_text())

@@ -94,8 +94,8 @@ def test_sb3_trains_on_the_batched_surrogate_and_acts_on_a_single_env(tmp_path):
     kwargs = {"total_updates": 40, "hold_window": 4}
     make_vec = lambda: gym.make_vec("ATESD-Surrogate-v0", num_envs=16,  # noqa: E731
                                     vectorization_mode="vector_entry_point", **kwargs)
-    for algo in ("ppo", "ppo-beta"):
-        controller = make_controller(algo, seed=0, n_steps=10, batch_size=80)
+    for algo in ("ppo", "ppo-beta", "sac"):
+        controller = make_controller(algo, seed=0, n_steps=10, batch_size=80, learning_starts=64)
         trained = controller.train_batched(make_vec, runs=32, seed=100)
         assert trained >= 32 * 10 and controller.model.n_envs == 16
         result = rollout(gym.make("ATESD-Surrogate-v0", **kwargs), controller, seed=0)

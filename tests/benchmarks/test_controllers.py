@@ -79,4 +79,4 @@ def test_sim_to_real_of_a_result_against_itself_is_one(study, tmp_path):
         assert entry["real_gain"] == pytest.approx(entry["surrogate_gain"])
         if abs(entry["surrogate_gain"]) > 1e-12:
             assert entry["ratio"] == pytest.approx(1.0)
-    assert "Sim-to-real" in (tmp_path / "again.md").read_text()
+    assert "Sim-to-real" in (tmp_path / "again.md").read_text() and again["same_episode_settings"]
