@@ -324,9 +324,12 @@ def ablation(rows: Sequence[ControllerRow]) -> dict[str, Any] | None:
     by_role = {r.role: r for r in rows}
     if not all(name in by_role for name in PAPER_ABLATION):
         return None
+    iqms = [by_role[name].iqm for name in PAPER_ABLATION]
     observed = sorted(PAPER_ABLATION, key=lambda name: by_role[name].iqm)
+    # strictly increasing in the paper's order: ties do not match an order the paper reports as strict
+    matches = all(low < high for low, high in zip(iqms, iqms[1:]))
     return {"paper_order_low_to_high": list(PAPER_ABLATION), "observed_order_low_to_high": observed,
-            "iqm": {name: by_role[name].iqm for name in PAPER_ABLATION}, "matches_paper": observed == list(PAPER_ABLATION)}
+            "iqm": dict(zip(PAPER_ABLATION, iqms)), "matches_paper": matches}
 
 
 def sim_to_real(rows: Sequence[ControllerRow], surrogate: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:

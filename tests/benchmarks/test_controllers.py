@@ -80,3 +80,18 @@ def test_sim_to_real_of_a_result_against_itself_is_one(study, tmp_path):
         if abs(entry["surrogate_gain"]) > 1e-12:
             assert entry["ratio"] == pytest.approx(1.0)
     assert "Sim-to-real" in (tmp_path / "again.md").read_text() and again["same_episode_settings"]
+
+
+def test_the_ablation_order_matches_the_paper_only_when_strictly_increasing():
+    def row(name, iqm):
+        return controllers.ControllerRow(name, name, 1, iqm, iqm, iqm, (0.5,) * 3, (0.5,) * 3,
+                                         controllers.SampleEfficiency(0, 0, 0, 1, 1, 1, [0]), 0.5, [iqm], [0], [0],
+                                         [iqm], [0.5])
+
+    ordered = [row("beta:immediate", 0.1), row("opsd", 0.2), row("beta:discounted", 0.3), row("beta:discounted+gt", 0.4)]
+    assert controllers.ablation(ordered)["matches_paper"]
+    tied = [row(r.role, 0.2) for r in ordered]
+    assert not controllers.ablation(tied)["matches_paper"]
+    swapped = ordered[:2] + [row("beta:discounted", 0.45), ordered[3]]
+    assert controllers.ablation(swapped)["observed_order_low_to_high"][-1] == "beta:discounted"
+    assert controllers.ablation(ordered[:3]) is None
