@@ -214,6 +214,21 @@ def _episode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in env_kwargs.items() if k in ENV_CONFIG_FIELDS}
 
 
+def sweep_seeds(sweep: Mapping[str, Any]) -> list[int] | None:
+    """The seeds a sweep file was run on: its ``seeds`` list (this script's sweeps), or ``args.seeds``
+    runs from ``args.seed_offset`` (``benchmarks/fixed_exposure.py``'s files); None if it does not say."""
+    if isinstance(sweep.get("seeds"), list):
+        return [int(s) for s in sweep["seeds"]]
+    args = sweep.get("args", {})
+    if isinstance(args.get("seeds"), int):
+        return list(range(int(args.get("seed_offset", 0)), int(args.get("seed_offset", 0)) + args["seeds"]))
+    return None
+
+
+def _overlap(sweep: list[int] | None, evaluated: Sequence[int]) -> bool | None:
+    return None if sweep is None else bool(set(sweep) & set(evaluated))
+
+
 def pretrained_folders(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path) -> dict[str, str]:
     """The pre-trained ATESD policy and PPO: given, from the surrogate result, or trained now."""
     # torch: imported here, when needed (the results page imports this module for its tables)
@@ -370,6 +385,10 @@ def markdown(payload: Mapping[str, Any]) -> str:
             f"| `{r['role']}` | {r['iqm']:.4f} | [{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {pi[0]:.2f} [{pi[1]:.2f}, "
             f"{pi[2]:.2f}] | {_num(pb[0])} [{_num(pb[1])}, {_num(pb[2])}] | {se['mean']:.0f} [{se['low']:.0f}, "
             f"{se['high']:.0f}] | {se['reached']}/{se['runs']} | {r['mean_alpha']:.2f} |")
+    overlap = payload.get("sweep_overlaps_evaluation")
+    if overlap is not False:
+        lines += ["", "**Caveat**: the sweep behind the best fixed alpha " + (
+            "ran on some of the evaluated seeds." if overlap else "does not say which seeds it ran on.")]
     if payload.get("ablation"):
         ab = payload["ablation"]
         observed = " <= ".join(f"`{name}` {ab['iqm'][name]:.4f}" for name in ab["observed_order_low_to_high"])
@@ -466,7 +485,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "env_id": args.env, "env_kwargs": env_kwargs, "seeds": seeds, "args": to_plain(dataclasses.asdict(args)),
         "sweep_file": str(sweep), "best_fixed_alpha": float(alphas[int(np.nanargmax(np.array(means, dtype=float)))]),
-        "sweep_overlaps_evaluation": bool(set(sweep_data.get("seeds", [])) & set(seeds)),
+        "sweep_overlaps_evaluation": _overlap(sweep_seeds(sweep_data), seeds),
         "pretrained": folders, "controllers": [to_plain(dataclasses.asdict(r)) for r in rows],
         "ablation": ablation(rows), "goals": goals(rows),
     }

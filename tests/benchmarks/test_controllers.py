@@ -95,3 +95,11 @@ def test_the_ablation_order_matches_the_paper_only_when_strictly_increasing():
     swapped = ordered[:2] + [row("beta:discounted", 0.45), ordered[3]]
     assert controllers.ablation(swapped)["observed_order_low_to_high"][-1] == "beta:discounted"
     assert controllers.ablation(ordered[:3]) is None
+
+
+def test_sweep_seeds_are_read_from_either_sweep_format():
+    assert controllers.sweep_seeds({"seeds": [1000, 1001]}) == [1000, 1001]
+    assert controllers.sweep_seeds({"args": {"seeds": 5, "seed_offset": 0}}) == [0, 1, 2, 3, 4]  # fixed_exposure
+    assert controllers.sweep_seeds({"alphas": [0.5]}) is None
+    assert controllers._overlap([0, 1, 2, 3, 4], range(100, 105)) is False
+    assert controllers._overlap(None, [0]) is None
