@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from agents.pretrained import MANIFEST, SB3_KINDS, PretrainManifest
 from agents.registry import make_controller
 from exposure_env.commandline import parse_dataclass
 from exposure_env.credit import CompletedDecision, CreditLedger
-from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.errors import AtesdError, ConfigError, check_choice, check_range
 from exposure_env.io import to_plain, write_json
 from exposure_env.registration import SURROGATE_ID
 
@@ -274,7 +275,11 @@ def per_decision_advantages(credits: np.ndarray, steps: np.ndarray) -> np.ndarra
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_dataclass(PretrainConfig, argv, __doc__)
-    manifest = pretrain(config)
+    try:
+        manifest = pretrain(config)
+    except AtesdError as exc:
+        print(f"agents.pretrain: error: {exc}", file=sys.stderr)
+        return 2
     last = manifest.curve[-1] if manifest.curve else {}
     print(f"pre-trained {manifest.kind} on {manifest.runs} runs ({manifest.policy_updates} updates) in "
           f"{manifest.wall_time_s:.0f} s" + (f"; last generation's final score {last['final_score']:.4f}" if last else "")

@@ -142,3 +142,10 @@ def test_the_command_line_pretrains(tmp_path, capsys):
                  str(tmp_path / "cli"), "--no-progress"]) == 0
     assert "pre-trained beta on 8 runs (1 updates)" in capsys.readouterr().out
     assert (tmp_path / "cli" / "pretrain.json").is_file()
+
+
+def test_the_command_line_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    # a params name the surrogate does not ship: the env's error, naming the field
+    assert main(["--params", "no-such-set", "--runs", "8", "--num-envs", "8", "--out", str(tmp_path / "bad"),
+                 "--no-progress"]) == 2
+    assert "params" in capsys.readouterr().err
