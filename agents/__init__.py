@@ -14,8 +14,12 @@ the import graph has no cycle):
 - :mod:`agents.distributions`: a Beta distribution in SB3's shape (torch).
 - :mod:`agents.baselines`: fixed (alpha = 1 is OPSD), linear, step, random, best-fixed.
 - :mod:`agents.beta_agent`: the ATESD Beta-policy controller, credited by :mod:`exposure_env.credit`.
-- :mod:`agents.sb3_agents`, :mod:`agents.sb3_beta`: Stable-Baselines3 adapters (optional extra).
-- :mod:`agents.registry`: agent specs (``beta``, ``fixed:0.5``, ``ppo``...) -> controllers.
+- :mod:`agents.sb3_agents`, :mod:`agents.sb3_beta`, :mod:`agents.sb3_vec`: Stable-Baselines3
+  adapters, and SB3's ``VecEnv`` over the native batched surrogate (optional extra).
+- :mod:`agents.pretrained`: pre-trained controllers on disk (manifest, loading).
+- :mod:`agents.registry`: agent specs (``beta``, ``fixed:0.5``, ``ppo``, ``beta-pretrained:PATH``...)
+  -> controllers.
+- :mod:`agents.pretrain`: ``python -m agents.pretrain``, pre-training on many surrogate runs at once.
 - :mod:`agents.plots`, :mod:`agents.runner`, :mod:`agents.compare`, :mod:`agents.cli`: the
   ``atesd`` command.
 

@@ -10,6 +10,13 @@
   within the batch, plus ``c * max(0, H - H_target)**2`` on the policy entropy ``H``. Learning is
   online inside one run (the paper's setting); the agent carries its weights, optimizer state and
   unfinished batch across runs, and ``save``/``load`` carry them across processes.
+- Neutral defaults: the entropy target is the initial policy's own entropy (about -0.077 nats), so
+  the penalty is zero at the start and only acts if the policy grows *wider* than it started; it
+  never pushes the policy towards any alpha. End-of-run decisions are credited by
+  :mod:`exposure_env.credit`'s ``end_of_run`` rule (rescaled to the full lookahead), so late
+  decisions are not credited less for being late.
+- Deployment without learning (``online=False``, e.g. a policy pre-trained on the surrogate by
+  :mod:`agents.pretrain`): the policy is frozen and, with ``action="mean"``, acts at its mean.
 
 Unknowns of the paper are the fields of :class:`BetaAgentConfig`. The agent sees observations and
 ``info`` only; it does not know which backend produced them.
@@ -52,9 +59,14 @@ class BetaAgentConfig:
     """Lower clip of the applied reveal ratio."""
     alpha_max: float = 1.0
     """Upper clip of the applied reveal ratio."""
-    entropy_target: float = -1.0
-    """Entropy (nats, differential; Beta(1,1) has 0) above which the policy is penalized. The
-    initial policy Beta(1.69, 1.69) has about -0.13, Beta(10, 10) about -0.88."""
+    entropy_target: float | None = None
+    """Entropy (nats, differential; Beta(1,1) has 0) above which the policy is penalized. ``None``:
+    the entropy of the initial policy ``Beta(1 + ln 2, 1 + ln 2)``, about -0.077, so the penalty is
+    inactive at the start and only keeps the policy from growing wider than it started (a neutral
+    default: it never moves the mean). Beta(10, 10) has about -0.80; a target that low pushes
+    the policy to sharpen from the first update, and with ``a, b >= 1`` a sharpening random walk
+    ends in a corner (pure-noise credits drove the mean to 0.1-0.15 on three seeds in 300 updates
+    with -1.0)."""
     entropy_coef: float = 0.5
     """c in ``c * max(0, H - H_target)**2``."""
     hidden_sizes: tuple[int, ...] = (32, 32)
@@ -70,6 +82,14 @@ class BetaAgentConfig:
     host-device copy per decision; ``cuda`` works too."""
     dtype: str = "float32"
     """``float32`` or ``float64`` (bf16 is too coarse for Beta log-densities near the bounds)."""
+    online: bool = True
+    """Learn from the credits of the runs it steers (the paper's online REINFORCE). ``False``
+    freezes the policy: ``observe`` records nothing and nothing is updated (a pre-trained policy
+    deployed as is)."""
+    action: str = "sample"
+    """``sample``: draw alpha from the policy (needed to learn online). ``mean``: act at the policy
+    mean ``a / (a + b)``, for a frozen policy: exploration buys nothing when nothing is learned,
+    and the mean is the alpha the policy plays on average (the mode would exaggerate a skewed law)."""
 
     def __post_init__(self) -> None:
         store_integers(self)
@@ -80,7 +100,8 @@ class BetaAgentConfig:
         check_range("batch_size", self.batch_size, 2, None, integer=True)
         check_range("alpha_min", self.alpha_min, 0.0, 1.0)
         check_range("alpha_max", self.alpha_max, self.alpha_min, 1.0)
-        check_range("entropy_target", self.entropy_target, None, 0.0)
+        if self.entropy_target is not None:
+            check_range("entropy_target", self.entropy_target, None, 0.0)
         check_range("entropy_coef", self.entropy_coef, 0.0, None)
         if not self.hidden_sizes or any(int(h) != h or h < 1 for h in self.hidden_sizes):
             raise ConfigError("hidden_sizes", "a non-empty tuple of positive integers", self.hidden_sizes)
@@ -88,6 +109,15 @@ class BetaAgentConfig:
         check_range("learning_rate", self.learning_rate, 0.0, None, low_inclusive=False)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, None)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("action", self.action, ("sample", "mean"))
+        if self.online and self.action != "sample":
+            raise ConfigError("action", "'sample' when online=True (REINFORCE learns from its own samples)",
+                              self.action)
+
+
+def initial_entropy() -> float:
+    """Entropy of the initial policy ``Beta(1 + ln 2, 1 + ln 2)`` (zero head), in nats."""
+    return float(BetaDistribution(action_dim=1).proba_distribution(torch.zeros(2, dtype=torch.float64)).entropy())
 
 
 class _Decision(NamedTuple):
@@ -97,6 +127,22 @@ class _Decision(NamedTuple):
     """Observation the decision was taken on."""
     sample: float
     """The policy's raw sample (before clipping to the alpha bounds): what ``log_prob`` scores."""
+    step: int = -1
+    """Index of the decision in its run (batched pre-training groups decisions by it; -1: unknown)."""
+
+
+Decision = _Decision
+"""Public name of the decision record (batched pre-training builds them)."""
+
+
+class PolicySamples(NamedTuple):
+    """A batch of decisions drawn by :meth:`BetaAgent.sample_batch`."""
+
+    samples: np.ndarray
+    """(N,) raw policy samples (what ``log_prob`` scores)."""
+    actions: np.ndarray
+    """(N, 1) float32 reveal ratios to apply (samples clipped to the alpha bounds, or the clipped
+    policy means with ``action="mean"``)."""
 
 
 class BetaPolicy(nn.Module):
@@ -146,6 +192,7 @@ class BetaAgent(Checkpointed):
         # Sampling uses a CPU generator (torch's gamma sampler on CPU accepts one) reseeded per run.
         self.generator = torch.Generator().manual_seed(int(seed))
         self.ledger = CreditLedger(cfg.credit, cfg.credit.lookahead or 1)
+        self.entropy_target = cfg.entropy_target if cfg.entropy_target is not None else initial_entropy()
         self.completed: list[CompletedDecision] = []  # payloads are _Decision records
         self.num_updates = 0
         self._last_sample: float | None = None
@@ -162,14 +209,28 @@ class BetaAgent(Checkpointed):
         with torch.no_grad():
             raw = self.policy(self._tensor(obs)).cpu()
             dist = self.distribution.proba_distribution(raw.to(torch.float64))
-            sample = float(dist.sample(self.generator).reshape(()))
             a = float(dist.distribution.concentration1.reshape(()))
             b = float(dist.distribution.concentration0.reshape(()))
+            sample = float(dist.sample(self.generator).reshape(())) if self.config.action == "sample" else a / (a + b)
         self._last_sample = sample
         self._last_stats = {"beta_a": a, "beta_b": b, "beta_mean": a / (a + b), "sample": sample}
         return as_action(min(self.config.alpha_max, max(self.config.alpha_min, sample)))
 
+    def sample_batch(self, obs: np.ndarray) -> PolicySamples:
+        """Decisions for a batch of observations ``(N, obs_dim)`` at once (batched pre-training), from
+        the agent's generator, the way :meth:`act` decides for one."""
+        with torch.no_grad():
+            raw = self.policy(self._tensor(obs)).cpu().to(torch.float64)
+            dist = self.distribution.proba_distribution(raw)
+            values = dist.sample(self.generator) if self.config.action == "sample" else dist.mean()
+        samples = values.reshape(-1).numpy()
+        actions = np.clip(samples, self.config.alpha_min, self.config.alpha_max).astype(np.float32)[:, None]
+        return PolicySamples(samples, actions)
+
     def observe(self, transition: Transition) -> ControllerStats:
+        if not self.config.online:  # frozen: nothing to learn, nothing to keep
+            self._last_sample = None
+            return dict(self._last_stats)
         sample = self._last_sample
         if sample is None:  # driven without act(): score the action that was applied
             sample = float(np.asarray(transition.action).reshape(-1)[0])
@@ -203,18 +264,24 @@ class BetaAgent(Checkpointed):
 
     # -- learning -------------------------------------------------------------------------------
     def _update(self, batch: list[CompletedDecision]) -> dict[str, float]:
+        """The paper's update: advantages normalized within the batch of ``B`` decisions."""
+        credits = np.array([d.credit for d in batch], dtype=np.float64)
+        stats = self.policy_step(np.stack([d.payload.obs for d in batch]), np.array([d.payload.sample for d in batch]),
+                                 normalized_advantages(credits))
+        return stats | {"credit_mean": float(credits.mean()), "credit_std": float(credits.std(ddof=1))}
+
+    def policy_step(self, obs: np.ndarray, samples: np.ndarray, advantages: np.ndarray) -> dict[str, float]:
+        """One REINFORCE step, ``-mean(A * log p(sample | obs))`` plus the entropy penalty, on
+        decisions ``obs`` (N, obs_dim) with raw ``samples`` (N,) and ``advantages`` (N,)."""
         cfg = self.config
-        credits = torch.tensor([d.credit for d in batch], dtype=self.dtype, device=self.device)
-        obs = torch.as_tensor(np.stack([d.payload.obs for d in batch]), dtype=self.dtype, device=self.device)
-        samples = torch.tensor([[d.payload.sample] for d in batch], dtype=self.dtype, device=self.device)
-        std = credits.std()
-        # Identical credits carry no preference between the sampled alphas: no policy-gradient term.
-        advantages = (credits - credits.mean()) / (std + 1e-8) if float(std) > 1e-12 else torch.zeros_like(credits)
-        dist = self.distribution.proba_distribution(self.policy(obs))
-        log_prob = dist.log_prob(samples)
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).to(self.dtype)
+        samples_t = torch.as_tensor(np.asarray(samples, dtype=np.float64).reshape(-1, 1), device=self.device)
+        advantages_t = torch.as_tensor(np.asarray(advantages, dtype=np.float64), device=self.device)
+        dist = self.distribution.proba_distribution(self.policy(obs_t))
+        log_prob = dist.log_prob(samples_t.to(self.dtype))
         entropy = dist.entropy()
-        policy_loss = -(advantages * log_prob).mean()
-        entropy_penalty = cfg.entropy_coef * torch.relu(entropy - cfg.entropy_target).pow(2).mean()
+        policy_loss = -(advantages_t.to(self.dtype) * log_prob).mean()
+        entropy_penalty = cfg.entropy_coef * torch.relu(entropy - self.entropy_target).pow(2).mean()
         loss = policy_loss + entropy_penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -223,8 +290,7 @@ class BetaAgent(Checkpointed):
         self.optimizer.step()
         self.num_updates += 1
         return {"policy_loss": float(policy_loss.detach()), "entropy": float(entropy.detach().mean()),
-                "entropy_penalty": float(entropy_penalty.detach()), "credit_mean": float(credits.mean()),
-                "credit_std": float(std), "policy_updates": float(self.num_updates)}
+                "entropy_penalty": float(entropy_penalty.detach()), "policy_updates": float(self.num_updates)}
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -266,8 +332,21 @@ class BetaAgent(Checkpointed):
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).to(self.dtype)
 
+    def policy_entropy(self, obs: np.ndarray) -> float:
+        """Entropy (nats) of the policy at ``obs`` (for inspection and tests)."""
+        with torch.no_grad():
+            return float(self.distribution.proba_distribution(self.policy(self._tensor(obs)).cpu().double()).entropy())
+
     def policy_mean(self, obs: np.ndarray) -> float:
         """Mean ``a / (a + b)`` of the policy at ``obs`` (for inspection and tests)."""
         with torch.no_grad():
             dist = self.distribution.proba_distribution(self.policy(self._tensor(obs)).cpu().double())
             return float(dist.mean().reshape(()))
+
+
+def normalized_advantages(credits: np.ndarray) -> np.ndarray:
+    """Credits centred and divided by their standard deviation (the paper's batch normalization).
+    Identical credits carry no preference between the sampled alphas: all advantages are 0."""
+    credits = np.asarray(credits, dtype=np.float64)
+    std = credits.std(ddof=1) if credits.size > 1 else 0.0
+    return (credits - credits.mean()) / (std + 1e-8) if std > 1e-12 else np.zeros_like(credits)

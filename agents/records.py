@@ -13,9 +13,16 @@ from typing import Any
 
 
 def display_name(spec: str) -> str:
-    """Short label of an agent spec: ``best-fixed:/long/path/sweep.json`` -> ``best-fixed:sweep.json``."""
+    """Short label of an agent spec: ``best-fixed:/long/path/sweep.json`` -> ``best-fixed:sweep.json``,
+    ``beta-pretrained:/long/path/beta:online`` -> ``beta-pretrained:beta:online``."""
     name, _, rest = spec.partition(":")
-    return f"{name}:{Path(rest).name}" if name == "best-fixed" else spec
+    if name == "best-fixed":
+        return f"{name}:{Path(rest).name}"
+    if name.endswith("-pretrained"):
+        online = rest.endswith(":online")
+        path = rest.removesuffix(":online") if online else rest
+        return f"{name}:{Path(path).name}" + (":online" if online else "")
+    return spec
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ spec                        controller
 ``beta:MODE:L``             explicit lookahead L in updates (``window`` = the hold window)
 ``beta-carry[:MODE[:L]]``   the same agent, first trained online over ``train_episodes`` runs
                             on other seeds (weights carried over), then run online
+``beta-pretrained:PATH``    the ATESD policy pre-trained on surrogate runs by
+                            ``python -m agents.pretrain --out PATH``, frozen, acting at its
+                            policy mean
+``beta-pretrained:PATH:online``  the same policy, sampling and learning online in the run
+                            (with the credit settings it was pre-trained with)
+``ALGO-pretrained:PATH``    an SB3 model pre-trained on the batched surrogate (``ppo``,
+                            ``sac``, ``a2c``, ``td3``, ``ppo-beta``), acting deterministically
 ``fixed:ALPHA``             constant reveal ratio; ``fixed:1.0`` is OPSD
 ``linear:START:END``        linear schedule over the run's progress
 ``step:BEFORE:AFTER[:AT]``  BEFORE until progress AT (default 0.5), then AFTER
@@ -30,12 +37,14 @@ from typing import Any
 
 from agents.base import Controller
 from agents.baselines import BestFixedController, FixedController, LinearController, RandomController, StepController
+from agents.pretrained import load_pretrained
 from exposure_env.errors import ConfigError
 from exposure_env.rewards import REWARD_MODES
 
 SB3_NAMES: tuple[str, ...] = ("ppo", "sac", "a2c", "td3", "ppo-beta")
 SPEC_FORMS: tuple[str, ...] = (
-    "beta", "beta:MODE", "beta:MODE:L", "beta-carry[:MODE[:L]]", "fixed:ALPHA", "linear:START:END", "step:BEFORE:AFTER[:AT]", "random", "best-fixed:PATH",
+    "beta", "beta:MODE", "beta:MODE:L", "beta-carry[:MODE[:L]]", "beta-pretrained:PATH[:online]",
+    "ALGO-pretrained:PATH", "fixed:ALPHA", "linear:START:END", "step:BEFORE:AFTER[:AT]", "random", "best-fixed:PATH",
 ) + SB3_NAMES
 ALLOWED = "one of " + ", ".join(SPEC_FORMS) + f" (MODE in {', '.join(REWARD_MODES)}; ALPHA, START, END, BEFORE, AFTER, AT in [0, 1])"
 
@@ -96,6 +105,12 @@ def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str
         return controller
     if name in ("beta", "beta-carry") and len(args) <= 2:
         return _beta(spec, args, seed, overrides, carry_over=name == "beta-carry")
+    if name.endswith("-pretrained") and name.removesuffix("-pretrained") in ("beta",) + SB3_NAMES and args:
+        online = args[-1] == "online"
+        path = ":".join(args[:-1] if online else args)  # a path may contain ':'
+        if not path:
+            raise ConfigError(f"agent spec {spec!r}: PATH", "a folder written by python -m agents.pretrain", path)
+        return load_pretrained(path, name.removesuffix("-pretrained"), seed=seed, online=online, name=spec)
     if name in SB3_NAMES and not args:
         from agents.sb3_agents import SB3AgentConfig, SB3Controller  # SB3 is an optional extra
 

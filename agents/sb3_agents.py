@@ -3,6 +3,12 @@
 - Training (``train``): ``model.learn(episodes * decisions_per_episode)`` on a fresh env from the
   factory. PPO/SAC/A2C/TD3 see the action through :func:`exposure_env.symmetric_actions` ([-1, 1],
   what SB3 expects); PPO-Beta sees the native ``Box(0, 1)``.
+- Batched training (``train_batched``): the same on a Gymnasium vector env (the native batched
+  surrogate, ``N`` runs per step) through :class:`agents.sb3_vec.GymnasiumVecEnvAdapter`, which
+  turns Gymnasium's next-step autoreset into SB3's same-step reset. PPO's rollout is then
+  ``n_steps`` steps of every sub-env (``n_steps * N`` transitions per update).
+- A controller built with ``pretrained=True`` (``ppo-pretrained:PATH``) does not train before the
+  evaluated run: it is loaded from a checkpoint and only acts.
 - Acting (``act``): ``model.predict(obs, deterministic=True)`` mapped back to a reveal ratio. The
   evaluated run does not learn (SB3 algorithms learn from their own rollouts only).
 - Checkpoints (``save``/``load``, and the run checkpoints of ``atesd run``): the model's networks
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -114,7 +120,7 @@ class SB3Controller(Checkpointed):
     trains_before_run = True
     checkpoint_kind = "sb3-agent"
 
-    def __init__(self, config: SB3AgentConfig, seed: int = 0) -> None:
+    def __init__(self, config: SB3AgentConfig, seed: int = 0, pretrained: bool = False) -> None:
         require_sb3()
         torch_device("device", config.device)
         self.config = config
@@ -122,6 +128,8 @@ class SB3Controller(Checkpointed):
         self.seed = int(seed)
         self.model: Any = None
         self.timesteps_trained = 0
+        # A pre-trained model (loaded from a checkpoint) is deployed as it is.
+        self.trains_before_run = not pretrained
 
     @property
     def symmetric(self) -> bool:
@@ -158,6 +166,25 @@ class SB3Controller(Checkpointed):
         if total > 0:
             self.model.learn(total_timesteps=total, reset_num_timesteps=False)
             self.timesteps_trained += total
+
+    def train_batched(self, make_vec_env: Callable[[], gym.vector.VectorEnv], runs: int, seed: int) -> int:
+        """Learn for about ``runs`` full runs on a batched env (module docstring); returns the env
+        steps trained (SB3 rounds up to whole rollouts)."""
+        from agents.sb3_vec import GymnasiumVecEnvAdapter
+
+        check_range("runs", runs, 0, None, integer=True)
+        venv = GymnasiumVecEnvAdapter(make_vec_env(), symmetric=self.symmetric, seed=seed)
+        decisions = int(np.asarray(venv.venv.reset(seed=seed)[1]["num_decisions"]).reshape(-1)[0])
+        if self.model is None:
+            self.model = self._build_model(venv, seed)
+        else:
+            self.model.set_env(venv)
+        before = int(self.model.num_timesteps)
+        if runs > 0:
+            self.model.learn(total_timesteps=int(runs) * decisions, reset_num_timesteps=False)
+        trained = int(self.model.num_timesteps) - before
+        self.timesteps_trained += trained
+        return trained
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -221,8 +248,9 @@ class SB3Controller(Checkpointed):
                 from agents.sb3_beta import BetaActorCriticPolicy
 
                 policy = BetaActorCriticPolicy
+            rollout = cfg.n_steps * int(getattr(env, "num_envs", 1))  # a VecEnv steps num_envs runs at once
             return self._algo_class()(policy, env, n_steps=cfg.n_steps,
-                                      batch_size=min(cfg.batch_size, cfg.n_steps),
+                                      batch_size=min(cfg.batch_size, rollout),
                                       policy_kwargs={"net_arch": net}, **common)
         if algo == "a2c":
             return self._algo_class()("MlpPolicy", env, n_steps=8,

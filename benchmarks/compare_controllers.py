@@ -14,8 +14,14 @@ A thin script over :func:`agents.compare.run_compare` (the code behind ``atesd c
    SB3 agents and ``beta-carry`` first train for ``train_episodes`` runs on other seeds.
 3. **Claims**: ATESD vs OPSD / random / best fixed, and the reward-ablation ordering against the
    paper's (immediate < OPSD < discounted < discounted+gt).
-4. **Controller overhead** (separate file): controller time (act + learning) per decision over
-   env time per window, on the real tiny backend if it can be built, else on the surrogate only.
+4. **Controller overhead** (separate file; ``--overhead-only`` measures just that): controller
+   time (act + learning) per decision over env time per window, for each of ``overhead_agents``
+   (the online ATESD agent, the surrogate-pretrained ones, pre-trained PPO; pre-trained on a few
+   hundred surrogate runs first, which does not change their cost), on the surrogate and on the
+   real tiny backend if it can be built.
+
+The full controller study (pre-trained controllers, sample efficiency, sim-to-real) is
+``benchmarks/controllers.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 
 from agents.compare import OPSD, CompareConfig, redraw, run_compare
 from agents.episode import rollout
+from agents.records import display_name
 from agents.registry import make_controller
 from agents.runner import make_env_factory
 from exposure_env.commandline import parse_dataclass
@@ -73,6 +80,14 @@ class Args:
     """Per-run logs (git-ignored)."""
     redraw: bool = False
     """Run nothing: only rewrite the Markdown table and the plot from the result JSON at ``out``."""
+    overhead_only: bool = False
+    """Run nothing but the controller-overhead measurement."""
+    overhead_agents: tuple[str, ...] = ("beta", "beta-pretrained:{beta}", "beta-pretrained:{beta}:online",
+                                        "ppo-pretrained:{ppo}")
+    """Controllers whose overhead is measured ({beta}, {ppo}: pre-trained first, see overhead_pretrain_runs)."""
+    overhead_pretrain_runs: int = 256
+    """Surrogate runs of the pre-training behind the {beta} / {ppo} placeholders (their cost per
+    decision does not depend on how long they were trained)."""
 
 
 DEFAULT_AGENTS = (
@@ -144,38 +159,58 @@ def claims(rows: dict[str, dict[str, Any]], best_fixed: str) -> dict[str, Any]:
 
 
 def controller_overhead(args: Args, path: Path) -> dict[str, Any]:
-    """Controller time per decision vs env time per window, real backend if available."""
+    """Controller time per decision vs env time per window for every overhead agent, on the
+    surrogate and on the real backend if it can be built. The top-level ``surrogate`` and
+    ``real_backend`` entries are the first agent's; ``agents`` holds every agent's."""
     import torch  # the beta controller needs it anyway; imported here to set its threads first
 
+    from agents.pretrain import PretrainConfig, pretrain
+
     torch.set_num_threads(1)
-    record: dict[str, Any] = {"controller": "beta", "seed": 0}
+    folders = {}
+    for kind in ("beta", "ppo"):
+        if any("{" + kind + "}" in spec for spec in args.overhead_agents):
+            folders[kind] = str(Path(args.runs_dir) / "overhead_pretrained" / kind)
+            pretrain(PretrainConfig(agent=PretrainConfig.agent if kind == "beta" else "ppo",
+                                    runs=args.overhead_pretrain_runs, out=folders[kind], progress=False))
+    specs = [spec.format(**folders) for spec in args.overhead_agents]
+    per_agent: dict[str, dict[str, Any]] = {spec: {} for spec in specs}
     # Surrogate: a lower bound of the window time, so an upper bound of the share.
-    record["surrogate"] = _time_run(gym.make(SURROGATE_ID))
+    for spec in specs:
+        per_agent[spec]["surrogate"] = _time_run(gym.make(SURROGATE_ID), spec)
     kwargs = dict(args.overhead_env_kwargs)
     try:
         start = time.perf_counter()
         env = gym.make(QWEN3_ID, **kwargs)  # builds (or loads) the warm-start checkpoint
         build_time = time.perf_counter() - start
     except Exception as exc:  # noqa: BLE001 - any failure to build the real backend is reported
-        record["real_backend"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}"}
+        for spec in specs:
+            per_agent[spec]["real_backend"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}"}
     else:
-        try:
-            record["real_backend"] = {"measured": True, "env_id": QWEN3_ID, "env_kwargs": kwargs,
-                                      "env_build_time_s": build_time, **_time_run(env)}
-        except Exception as exc:  # noqa: BLE001
-            record["real_backend"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}",
-                                      "traceback": traceback.format_exc(limit=5)}
-    record["goal"] = "controller_share <= 0.01 of a real window's wall time"
+        for spec in specs:
+            try:
+                per_agent[spec]["real_backend"] = {"measured": True, "env_id": QWEN3_ID, "env_kwargs": kwargs,
+                                                   "env_build_time_s": build_time, **_time_run(env, spec, close=False)}
+            except Exception as exc:  # noqa: BLE001
+                per_agent[spec]["real_backend"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}",
+                                                   "traceback": traceback.format_exc(limit=5)}
+        env.close()
+    first = specs[0]
+    record: dict[str, Any] = {"controller": first, "seed": 0, "surrogate": per_agent[first]["surrogate"],
+                              "real_backend": per_agent[first]["real_backend"],
+                              "agents": {display_name(spec): entry for spec, entry in per_agent.items()},
+                              "goal": "controller_share <= 0.01 of a real window's wall time"}
     write_json(path, record)
     return record
 
 
-def _time_run(env) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
-    agent = make_controller("beta", seed=0)
+def _time_run(env, spec: str, close: bool = True) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
+    agent = make_controller(spec, seed=0)
     start = time.perf_counter()
     result = rollout(env, agent, seed=0)
     wall = time.perf_counter() - start
-    env.close()
+    if close:
+        env.close()
     decisions = len(result.alphas)
     return {"decisions": decisions, "hold_window": result.context.hold_window,
             "controller_time_per_decision_s": result.controller_time_s / decisions,
@@ -187,6 +222,8 @@ def _time_run(env) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_dataclass(Args, argv, __doc__)
     out = Path(args.out)
+    if args.overhead_only:
+        return controller_overhead(args, Path(args.overhead_out))
     if args.redraw:
         redraw(out)
         return json.loads(out.read_text())

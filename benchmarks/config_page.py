@@ -29,6 +29,7 @@ CONFIG_CLASSES: tuple[tuple[str, str, str], ...] = (
      "`gym.make('ATESD-Surrogate-v0', params={...})`"),
     ("Controllers and commands", "agents.beta_agent.BetaAgentConfig", "`make_controller('beta', **fields)`"),
     ("Controllers and commands", "agents.sb3_agents.SB3AgentConfig", "`make_controller('ppo', **fields)`"),
+    ("Controllers and commands", "agents.pretrain.PretrainConfig", "`python -m agents.pretrain` options"),
     ("Controllers and commands", "agents.runner.RunConfig", "`atesd run` options"),
     ("Controllers and commands", "agents.compare.CompareConfig", "`atesd compare` options"),
     ("Controllers and commands", "agents.cli.WarmstartCommand", "`atesd warmstart` options"),

@@ -135,12 +135,39 @@ def compare_sweep(path: Path, data: dict[str, Any]) -> str:
 
 
 def controller_overhead(path: Path, data: dict[str, Any]) -> str:
-    rows = [["surrogate", _f(data["surrogate"]["controller_share"], 4)]]
+    agents = data.get("agents") or {data["controller"]: {"surrogate": data["surrogate"],
+                                                         "real_backend": data["real_backend"]}}
+    rows = []
+    for name, entry in agents.items():
+        real = entry["real_backend"]
+        rows.append([f"`{name}`", _f(entry["surrogate"]["controller_share"], 4),
+                     _f(real["controller_share"], 5) if real.get("measured") else f"not measured ({real.get('reason')})",
+                     _f(1000 * real["controller_time_per_decision_s"], 2) if real.get("measured") else "n/a",
+                     _f(real["env_time_per_window_s"], 2) if real.get("measured") else "n/a"])
     real = data["real_backend"]
-    rows.append([real.get("env_id", "real backend"),
-                 _f(real["controller_share"], 4) if real.get("measured") else f"not measured ({real.get('reason')})"])
-    return "\n\n".join([f"How much of a run's wall time does the `{data['controller']}` controller cost? "
-                        f"Goal: {data['goal']}.", _table(["env", "controller time ÷ env time"], rows)])
+    where = f"`{real.get('env_id')}` with `{json.dumps(real.get('env_kwargs'))}`" if real.get("measured") else "the real backend"
+    return "\n\n".join([f"How much of a run's wall time does a controller cost? `python -m benchmarks.compare_controllers "
+                        f"--overhead-only` (one run per controller; surrogate and {where}). Goal: {data['goal']}.",
+                        _table(["controller", "÷ surrogate step", "÷ real window", "ms per decision (real)",
+                                "s per real window"], rows)])
+
+
+def controller_study(path: Path, data: dict[str, Any]) -> str:
+    from benchmarks.controllers import markdown  # reads the payload only
+
+    args = data["args"]
+    command = (f"`python -m benchmarks.controllers --env {data['env_id']}" +
+               (f" --params {args['params']}" if args.get("params") else "") + f" --seeds {len(data['seeds'])}" +
+               (f" --surrogate-result {data['surrogate_result']}" if data.get("surrogate_result") else "") +
+               f" --out benchmarks/results/{path.name}`")
+    return "\n\n".join([f"The controller study: {command}.", markdown(data).strip()])
+
+
+def controller_sweep(path: Path, data: dict[str, Any]) -> str:
+    rows = [[str(alpha), _f(mean), _f(std)] for alpha, mean, std in
+            zip(data["alphas"], data["final_score_mean"], data["final_score_std"])]
+    return "\n\n".join([f"The fixed-exposure sweep behind the study's best fixed alpha, on `{data['env_id']}`, seeds "
+                        f"{data['seeds'][0]}..{data['seeds'][-1]}.", _table(["alpha", "final score mean", "sd"], rows)])
 
 
 def fixed_exposure(path: Path, data: dict[str, Any]) -> str:
@@ -250,6 +277,10 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "compare_controllers_no_transient_sweep.json": ("Surrogate without the transient: the sweep behind best-fixed",
                                                     compare_sweep),
     "controller_overhead.json": ("Controller overhead", controller_overhead),
+    "controllers_surrogate.json": ("Controller study: surrogate", controller_study),
+    "controllers_surrogate_sweep.json": ("Controller study: the surrogate sweep behind best-fixed", controller_sweep),
+    "controllers_qwen3.json": ("Controller study: real backend", controller_study),
+    "controllers_qwen3_sweep.json": ("Controller study: the real-backend sweep behind best-fixed", controller_sweep),
     "env_throughput.json": ("Env throughput", env_throughput),
     "fixed_exposure_qwen3.json": ("Real backend: fixed exposure", fixed_exposure),
     "loss_study.json": ("Real backend: which divergence for the tiny default", loss_study),

@@ -5,8 +5,24 @@ decision made at update ``t0`` over the next ``L`` updates, which may span later
 other reveal ratios. :class:`CreditLedger` keeps every decision whose lookahead is still open,
 appends each new window's per-update trace (``info["trace"]["progress"]`` and ``["grounded"]``) to
 all of them, and hands a decision back once ``L`` updates after it have been observed or the
-episode has ended (then with the updates it got). A decision whose own window diverged
-(``info["diverged"]``) gets the env's penalty as its credit and sees no later windows.
+episode has ended. A decision whose own window diverged (``info["diverged"]``) gets the env's
+penalty as its credit and sees no later windows.
+
+**Decisions still open when the episode ends** have seen ``n < L`` updates. Crediting them over the
+shortened window would make late decisions' credits systematically smaller (fewer discounted terms),
+a bias tied to training progress that a progress-aware policy would learn as "late decisions are
+bad". ``CreditSettings.end_of_run`` picks the correction (:func:`complete_partial`):
+
+- ``rescale`` (default): each component is scaled to the full lookahead by the weight mass it
+  actually observed: ``G_lp`` by ``sum_{i<L} gamma**i / sum_{i<n} gamma**i``, ``immediate`` (an
+  undiscounted sum of per-update changes) by ``L / n``; ``G_gt`` is already a discount-normalized
+  mean and stays. When the per-update changes are stationary, a decision's expected credit is then
+  the same at every position of the run. It keeps every decision (the late ones are where a
+  schedule usually differs most) at the price of a larger variance for the last few.
+- ``drop``: decisions whose lookahead did not fill get no credit at all (unbiased for the kept ones,
+  but the policy never hears about the last ``ceil(L / H) - 1`` windows of a run).
+
+A diverged decision keeps the penalty under both rules.
 
 The credit is the reward function of :mod:`exposure_env.rewards` applied to the concatenated
 traces, with the same :class:`~exposure_env.rewards.RewardSettings` the env's reward uses, so an
@@ -21,8 +37,10 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from exposure_env.errors import check_range
-from exposure_env.rewards import RewardSettings
+from exposure_env.errors import check_choice, check_range
+from exposure_env.rewards import RewardComponents, RewardSettings, discount_weights
+
+END_OF_RUN_RULES: tuple[str, ...] = ("rescale", "drop")
 
 
 @dataclass(frozen=True)
@@ -32,11 +50,17 @@ class CreditSettings(RewardSettings):
     lookahead: int | None = None
     """L: student updates a decision is credited over (may span later windows). ``None``: the
     decision's own window (L = the env's hold window H), i.e. exactly the env's reward."""
+    end_of_run: str = "rescale"
+    """How decisions still open at the end of an episode (fewer than L updates seen) are credited:
+    ``rescale`` (each component scaled to the full lookahead by the discount mass it observed, so
+    the expected credit does not depend on a decision's position) or ``drop`` (no credit). See the
+    module docstring."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.lookahead is not None:
             check_range("lookahead", self.lookahead, 1, None, integer=True)
+        check_choice("end_of_run", self.end_of_run, END_OF_RUN_RULES)
 
 
 class CompletedDecision(NamedTuple):
@@ -45,9 +69,11 @@ class CompletedDecision(NamedTuple):
     payload: Any
     """What the agent registered with the decision (e.g. its observation and policy sample)."""
     credit: float
-    """Lookahead return in the configured reward mode (the env's penalty if the window diverged)."""
+    """Lookahead return in the configured reward mode (the env's penalty if the window diverged;
+    rescaled to the full lookahead if the episode ended first, see ``end_of_run``)."""
     updates_seen: int
-    """Updates the credit covers (``L``, fewer at the end of an episode, 0 after a divergence)."""
+    """Updates the credit was computed from (``L``, fewer at the end of an episode, 0 after a
+    divergence)."""
 
 
 @dataclass
@@ -63,7 +89,8 @@ class _OpenDecision:
 class CreditLedger:
     """Open decisions waiting for their lookahead to fill.
 
-    :param settings: reward mode, gamma and lambda_gt of the credit.
+    :param settings: reward mode, gamma and lambda_gt of the credit (and ``end_of_run`` when it
+        is a :class:`CreditSettings`; plain :class:`RewardSettings` rescale).
     :param lookahead: L, in student updates.
     """
 
@@ -71,6 +98,7 @@ class CreditLedger:
         check_range("lookahead", lookahead, 1, None, integer=True)
         self.settings = settings
         self.lookahead = int(lookahead)
+        self.end_of_run = getattr(settings, "end_of_run", "rescale")
         self.open: list[_OpenDecision] = []
 
     def record(self, payload: Any, reward: float, info: Mapping[str, Any],
@@ -93,6 +121,8 @@ class CreditLedger:
                     item.updates_seen += len(progress)
         if episode_over:
             done, self.open = self.open, []
+            if self.end_of_run == "drop":
+                done = [d for d in done if self._finished(d)]
         else:
             done = [d for d in self.open if self._finished(d)]
             self.open = [d for d in self.open if not self._finished(d)]
@@ -107,8 +137,10 @@ class CreditLedger:
         length = min(decision.updates_seen, self.lookahead)
         l_trace = np.concatenate(decision.progress)[:length]
         g_trace = np.concatenate(decision.grounded)[:length]
-        credit = float(self.settings.reward(self.settings.components(decision.l_before, l_trace, g_trace)))
-        return CompletedDecision(decision.payload, credit, length)
+        parts = self.settings.components(decision.l_before, l_trace, g_trace)
+        if length < self.lookahead:
+            parts = complete_partial(parts, length, self.lookahead, self.settings.gamma)
+        return CompletedDecision(decision.payload, float(self.settings.reward(parts)), length)
 
     def clear(self) -> None:
         self.open = []
@@ -122,3 +154,11 @@ class CreditLedger:
         """Restore what :meth:`state_dict` returned (payloads as the owner rebuilt them)."""
         self.lookahead = int(state["lookahead"])
         self.open = [_OpenDecision(**fields) for fields in state["open"]]
+
+def complete_partial(parts: RewardComponents, seen: int, lookahead: int, gamma: float) -> RewardComponents:
+    """The components of a lookahead cut after ``seen < lookahead`` updates, scaled to the full
+    lookahead by the weight mass observed (the ``rescale`` rule of the module docstring): the
+    discounted sum ``G_lp`` by ``sum_{i<L} gamma**i / sum_{i<n} gamma**i``, the undiscounted
+    ``immediate`` by ``L / n``; ``G_gt`` (a normalized mean) as it is."""
+    full, observed = discount_weights(float(gamma), lookahead).sum(), discount_weights(float(gamma), seen).sum()
+    return RewardComponents(parts.immediate * (lookahead / seen), parts.discounted * (full / observed), parts.grounded)

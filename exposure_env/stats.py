@@ -87,3 +87,29 @@ def improvement_interval(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     # Degenerate resamples (all pairs tied) can leave NaN bounds; fall back to the point value.
     return Interval(point, low if np.isfinite(low) else point, high if np.isfinite(high) else point)
+
+
+def gain_ratio_interval(x_target: np.ndarray, ref_target: np.ndarray, x_source: np.ndarray, ref_source: np.ndarray,
+                        rng: np.random.Generator, n_resamples: int = 2000, confidence: float = 0.95) -> Interval:
+    """``(IQM(x_target) - IQM(ref_target)) / (IQM(x_source) - IQM(ref_source))`` with a
+    percentile-bootstrap CI: how much of its gain over a reference a controller keeps when it moves
+    from one environment (source, e.g. the surrogate) to another (target, e.g. the real backend),
+    the sim-to-real ratio. Within an environment the controller and the reference ran on the same
+    seeds (``x[i]`` and ``ref[i]`` share seed ``i``), so seeds are resampled in pairs there; the two
+    environments are resampled independently. NaN when the source gain is 0; the CI is wide (or NaN)
+    when the source gain's own uncertainty reaches 0."""
+    target = np.stack([np.asarray(x_target, dtype=np.float64), np.asarray(ref_target, dtype=np.float64)])
+    source = np.stack([np.asarray(x_source, dtype=np.float64), np.asarray(ref_source, dtype=np.float64)])
+
+    def ratio(t: np.ndarray, s: np.ndarray, axis: int = -1) -> np.ndarray:
+        # t and s are (2, ..., n): row 0 the controller, row 1 the reference, seeds on the last axis
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (iqm(t[0], axis=axis) - iqm(t[1], axis=axis)) / (iqm(s[0], axis=axis) - iqm(s[1], axis=axis))
+
+    point = float(ratio(target, source))
+    if target.shape[-1] < 2 or source.shape[-1] < 2 or not np.isfinite(point):
+        return Interval(point, point, point)
+    result = sps.bootstrap((target, source), ratio, n_resamples=n_resamples, confidence_level=confidence,
+                           method="percentile", vectorized=True, paired=False, axis=-1, rng=rng)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return Interval(point, low if np.isfinite(low) else float("nan"), high if np.isfinite(high) else float("nan"))

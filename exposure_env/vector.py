@@ -20,6 +20,10 @@ Semantics (Gymnasium 1.x vector API):
   at each reset, the batch draws new students from the shared one).
 - ``max_episode_steps`` (optional, as ``gym.make_vec`` passes it) truncates episodes after that
   many env steps, like ``TimeLimit`` on the single env.
+- Partial reset, Gymnasium's ``reset(options={"reset_mask": mask})``: new runs (from the shared
+  generator, so ``seed`` must be ``None``) in the sub-envs where ``mask`` is True, the others
+  untouched; a pending autoreset of those sub-envs is cancelled. This is what a same-step autoreset
+  needs (Stable-Baselines3's ``VecEnv`` convention: ``agents.sb3_vec``).
 - Divergence (collapse, non-finite statistics) terminates that sub-env with reward
   ``-divergence_penalty``, exactly like :class:`~exposure_env.env.ExposureEnv`.
 - Bad actions: NaN/inf or a shape other than ``(num_envs, 1)`` / ``(num_envs,)`` raise
@@ -37,7 +41,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from exposure_env import episode
-from exposure_env.errors import ResetNeededError, check_range
+from exposure_env.errors import ConfigError, ResetNeededError, check_range
 from exposure_env.rewards import RewardComponents
 from exposure_env.schema import observation_space
 from exposure_env.surrogate import (
@@ -85,12 +89,37 @@ class SurrogateVectorEnv(VectorEnv):
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        if options is not None and options.get("reset_mask") is not None:
+            return self._reset_rows(options["reset_mask"], seed)
         super().reset(seed=seed if isinstance(seed, int) or seed is None else None)
         self._rng = np.random.default_rng(seed)
         self._latent, self._episode = self._new_runs(self.num_envs)
         self._steps[:] = 0
         self._autoreset[:] = False
         return episode.observation(self._episode), episode.reset_info(self._episode, self.config)
+
+    def _reset_rows(self, mask: Any, seed: Any):
+        """New runs in the sub-envs ``mask`` (the partial reset of the module docstring)."""
+        if not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (self.num_envs,)
+                and mask.any()):
+            raise ConfigError("options['reset_mask']", f"a bool numpy array of shape ({self.num_envs},) with at "
+                              "least one True", mask)
+        if seed is not None:
+            raise ConfigError("seed", "None with options['reset_mask'] (the batch shares one generator, seeded "
+                              "by a full reset)", seed)
+        if self._episode is None:
+            raise ResetNeededError("call reset() without a reset_mask before resetting some sub-envs")
+        self._episode = self._restart(mask, self._episode)
+        self._autoreset[mask] = False
+        return episode.observation(self._episode), episode.reset_info(self._episode, self.config)
+
+    def _restart(self, mask: np.ndarray, state: episode.EpisodeState) -> episode.EpisodeState:
+        """``state`` with new runs in the sub-envs ``mask`` (latent state and step counters too)."""
+        latent, fresh = self._new_runs(int(mask.sum()))
+        self._latent.logit[:, mask] = latent.logit
+        self._latent.shallow[mask] = latent.shallow
+        self._steps[mask] = 0
+        return state.replace_rows(mask, fresh)
 
     def step(self, actions: Any):
         if self._episode is None:
@@ -161,11 +190,7 @@ class SurrogateVectorEnv(VectorEnv):
             num_updates[rows] = length
             traces[:, rows, :length] = step.trace.values
         if restart.any():
-            latent, fresh = self._new_runs(int(restart.sum()))
-            self._latent.logit[:, restart] = latent.logit
-            self._latent.shallow[restart] = latent.shallow
-            state = state.replace_rows(restart, fresh)
-            self._steps[restart] = 0
+            state = self._restart(restart, state)
             progress_before[restart] = np.nan
         alpha = np.where(restart, np.nan, action.alpha)
         return episode.Step(state, episode.observation(state), reward, terminated, diverged, reasons, parts,

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from agents.base import RunContext, Transition
 from agents.beta_agent import BetaAgent, BetaAgentConfig
@@ -124,3 +125,83 @@ def test_credit_settings_validation_names_the_field(field, value):
 def test_alpha_max_below_alpha_min_is_rejected():
     with pytest.raises(ConfigError, match="alpha_max"):
         BetaAgentConfig(alpha_min=0.6, alpha_max=0.4)
+
+
+def _feed_noise_credits(agent, updates, seed, hold_window=4, decisions=50):
+    """Drive the agent with probe-NLL traces whose drops are i.i.d. noise, independent of alpha: the
+    credits carry no preference, so a neutral learner should not go anywhere on average."""
+    rng = np.random.default_rng(seed)
+    run = 0
+    while agent.num_updates < updates:
+        agent.begin_run(RunContext(run, decisions * hold_window, hold_window, decisions))
+        level = 3.0
+        for k in range(decisions):
+            obs = np.zeros(8, dtype=np.float32)
+            obs[0] = k / decisions
+            action = agent.act(obs)
+            trace = level - np.cumsum(rng.normal(0.01, 0.02, hold_window))
+            info = {"progress_before": level, "diverged": False,
+                    "trace": {"progress": trace, "grounded": rng.normal(-1.0, 0.1, hold_window)}}
+            level = trace[-1]
+            agent.observe(Transition(obs, action, 0.0, obs, k == decisions - 1, False, info))
+        agent.end_run()
+        run += 1
+
+
+def _probe(progress):
+    obs = np.zeros(8, dtype=np.float32)
+    obs[0] = progress
+    return obs
+
+
+def test_pure_noise_credits_leave_the_mean_alpha_where_it_started():
+    from agents.beta_agent import initial_entropy
+
+    assert initial_entropy() == pytest.approx(-0.0775, abs=1e-3)
+    finals = []
+    for seed in range(4):
+        agent = BetaAgent(seed=seed)
+        assert agent.entropy_target == pytest.approx(initial_entropy())
+        assert agent.policy_mean(_probe(0.5)) == pytest.approx(0.5)
+        _feed_noise_credits(agent, updates=300, seed=seed)  # 2,400 decisions, 48 runs carried over
+        finals.append([agent.policy_mean(_probe(p)) for p in (0.0, 0.5, 1.0)])
+    finals = np.array(finals)
+    assert np.abs(finals - 0.5).max() < 0.15, finals
+    assert abs(finals.mean() - 0.5) < 0.05, finals
+    # The same drive moves the policy into a corner with the old target of -1 nat (the test has power).
+    old = BetaAgent(BetaAgentConfig(entropy_target=-1.0), seed=0)
+    _feed_noise_credits(old, updates=300, seed=0)
+    assert abs(old.policy_mean(_probe(0.5)) - 0.5) > 0.25
+
+
+def test_the_entropy_penalty_is_inactive_at_the_initial_policy():
+    obs = np.stack([_probe(p) for p in np.linspace(0, 1, 16)])
+    samples = np.linspace(0.05, 0.95, 16)
+    for target, moves in ((None, False), (-1.0, True)):
+        agent = BetaAgent(BetaAgentConfig(entropy_target=target), seed=0)
+        before = [p.detach().clone() for p in agent.policy.parameters()]
+        stats = agent.policy_step(obs, samples, np.zeros(16))  # no preference between the samples
+        changed = any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+        assert changed == moves and (stats["entropy_penalty"] > 0) == moves
+
+
+def test_a_frozen_agent_acts_at_its_mean_and_never_learns():
+    env = make_stub_env(total_updates=80, hold_window=4)
+    agent = BetaAgent(BetaAgentConfig(online=False, action="mean", batch_size=2), seed=0)
+    result = rollout(env, agent, seed=0)
+    assert agent.num_updates == 0 and agent.completed == []
+    assert np.allclose(result.alphas, 0.5, atol=1e-6)  # the initial policy's mean, every decision
+    with pytest.raises(ConfigError, match="action"):
+        BetaAgentConfig(online=True, action="mean")
+
+
+def test_sample_batch_draws_like_act_and_respects_bounds():
+    agent = BetaAgent(BetaAgentConfig(alpha_min=0.2, alpha_max=0.7), seed=3)
+    obs = np.stack([_probe(p) for p in np.linspace(0, 1, 4000)])
+    drawn = agent.sample_batch(obs)
+    assert drawn.samples.shape == (4000,) and drawn.actions.shape == (4000, 1)
+    assert drawn.actions.min() >= 0.2 - 1e-6 and drawn.actions.max() <= 0.7 + 1e-6
+    # Beta(1 + ln 2, 1 + ln 2): mean 0.5, variance ab / ((a + b)^2 (a + b + 1))
+    a = 1 + np.log(2)
+    assert drawn.samples.mean() == pytest.approx(0.5, abs=0.02)
+    assert drawn.samples.var() == pytest.approx(a * a / ((2 * a) ** 2 * (2 * a + 1)), rel=0.1)

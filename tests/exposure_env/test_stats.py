@@ -28,3 +28,20 @@ def test_intervals_contain_the_point_and_shrink_with_more_seeds():
 def test_constant_scores_give_a_degenerate_interval():
     interval = iqm_interval(np.full(5, 0.7), np.random.default_rng(0))
     assert interval.low == interval.value == interval.high == pytest.approx(0.7)
+
+
+def test_gain_ratio_interval_pairs_seeds_within_each_environment():
+    from exposure_env.stats import gain_ratio_interval
+
+    rng = np.random.default_rng(0)
+    # Seeds vary a lot (0.1), the gain over the reference on the same seed hardly (0.01): a paired
+    # bootstrap sees a sharp ratio of about 0.1 / 0.2; an unpaired one would not.
+    ref_target = rng.normal(0.5, 0.1, 6)
+    target = ref_target + 0.1 + rng.normal(0, 0.01, 6)
+    ref_source = rng.normal(0.5, 0.1, 20)
+    source = ref_source + 0.2 + rng.normal(0, 0.01, 20)
+    ratio = gain_ratio_interval(target, ref_target, source, ref_source, rng)
+    assert ratio.low < 0.5 < ratio.high and ratio.high - ratio.low < 0.2
+    assert ratio.value == pytest.approx((iqm(target) - iqm(ref_target)) / (iqm(source) - iqm(ref_source)))
+    flat = gain_ratio_interval(target, ref_target, ref_source, ref_source, rng)  # no gain at the source
+    assert not np.isfinite(flat.value)

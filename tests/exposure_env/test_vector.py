@@ -132,3 +132,25 @@ def test_max_episode_steps_truncates_like_time_limit():
         assert trunc_single == (step == 4) and not term_single
     obs, rewards, _, truncated, info = envs.step(np.full((3, 1), 0.5, dtype=np.float32))
     assert (rewards == 0).all() and (info["updates_done"] == 0).all() and not truncated.any()
+
+
+def test_partial_reset_starts_new_runs_only_where_the_mask_says():
+    envs = SurrogateVectorEnv(4, total_updates=8, hold_window=4)
+    with pytest.raises(ResetNeededError):
+        envs.reset(options={"reset_mask": np.ones(4, dtype=bool)})
+    envs.reset(seed=0)
+    envs.step(np.full((4, 1), 0.5))
+    obs, _, terminated, _, _ = envs.step(np.full((4, 1), 0.5))
+    assert terminated.all() and (obs[:, 0] == 1.0).all()
+    mask = np.array([True, False, True, False])
+    fresh, info = envs.reset(options={"reset_mask": mask})
+    assert (fresh[mask, 0] == 0.0).all() and np.array_equal(fresh[~mask], obs[~mask])
+    assert info["updates_done"].tolist() == [0, 8, 0, 8]
+    # The pending autoreset of the reset sub-envs is cancelled: their next step is a real window.
+    _, rewards, _, _, info = envs.step(np.full((4, 1), 0.5))
+    assert info["num_updates"].tolist() == [4, 0, 4, 0] and (rewards[~mask] == 0).all()
+    for bad in (np.zeros(4, dtype=bool), np.ones(3, dtype=bool), np.ones(4)):
+        with pytest.raises(ConfigError, match="reset_mask"):
+            envs.reset(options={"reset_mask": bad})
+    with pytest.raises(ConfigError, match="seed"):
+        envs.reset(seed=3, options={"reset_mask": mask})
