@@ -54,7 +54,7 @@ from agents.pretrained import MANIFEST, SB3_KINDS, PretrainManifest
 from agents.registry import make_controller
 from exposure_env.commandline import parse_dataclass
 from exposure_env.credit import CompletedDecision, CreditLedger
-from exposure_env.errors import AtesdError, ConfigError, check_choice, check_range
+from exposure_env.errors import AtesdError, ConfigError, check_choice, check_range, store_integers
 from exposure_env.io import to_plain, write_json
 from exposure_env.registration import SURROGATE_ID
 
@@ -105,6 +105,7 @@ class PretrainConfig:
     """Print one line per logged generation."""
 
     def __post_init__(self) -> None:
+        store_integers(self)
         check_range("runs", self.runs, 1, None, integer=True)
         check_range("num_envs", self.num_envs, 1, None, integer=True)
         check_range("seed", self.seed, 0, None, integer=True)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
 
 QWEN3_VOCAB = 151_936
 QWEN3_0_6B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -247,7 +247,7 @@ def environment(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     import torch
 
     from agents.base import atomic_write_text

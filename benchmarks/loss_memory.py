@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
 
 QWEN3_VOCAB = 151_936
 MMAP_THRESHOLD = 1 << 16
@@ -162,7 +162,7 @@ def measure(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
         return {}

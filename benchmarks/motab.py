@@ -32,6 +32,7 @@ Run: ``python -m benchmarks.motab --seeds 3 --out benchmarks/results/motab.json`
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -41,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
+from exposure_env.io import write_json
+from exposure_env.stats import t_interval
 
 METHODS: tuple[str, ...] = (
     "teacher_sft", "step_skd", "token_skd", "onpolicy_rkl", "motab", "motab_best", "motab_filtered",
@@ -109,8 +112,9 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = dataclass_parser(Args, (__doc__ or "").split("\n\n")[0])
-    args = args_from_namespace(Args, parser.parse_args(argv))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add_dataclass_arguments(parser, Args)
+    args = dataclass_from_namespace(Args, parser.parse_args(argv))
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -122,25 +126,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def mean_ci(values: list[float]) -> tuple[float, list[float]]:
     """Mean and 95% Student-t confidence interval over seeds (degenerate for one seed)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, [mean, mean]
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, [mean - half, mean + half]
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Strict JSON (nan -> null) via a temporary sibling and a rename."""
-    from benchmarks.fixed_exposure import _finite_or_none
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_none(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    interval = t_interval(values)
+    return interval.mean, [interval.low, interval.high]
 
 
 def share(flags: list[bool]) -> float:
@@ -602,11 +589,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_seed.append(row)
         payload = summarize(args, per_seed, pair_info, time.perf_counter() - began)
         payload["per_seed"] = per_seed
-        write_json_atomic(out, payload)  # after every seed: an interrupted run keeps what it has
+        write_json(out, payload)  # after every seed: an interrupted run keeps what it has
         write_jsonl_dicts(records, out.with_name(out.stem + "_records.jsonl"))
     payload = summarize(args, per_seed, pair_info, time.perf_counter() - began)
     payload["per_seed"] = per_seed
-    write_json_atomic(out, payload)
+    write_json(out, payload)
     if "exposure_bias" in payload:
         plot_curves(out.with_name(out.stem + "_exposure_bias.png"), [
             ("exposure bias: student NLL of the correct next step", "mean NLL / token", payload["exposure_bias"]["nll_curve"]),

@@ -18,6 +18,7 @@ difference ``motab - plain`` with its interval.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
+from exposure_env.io import write_json
 
 ROLLOUTS: tuple[str, ...] = ("plain", "motab")
 
@@ -57,8 +59,9 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = dataclass_parser(Args, (__doc__ or "").split("\n\n")[0])
-    args = args_from_namespace(Args, parser.parse_args(argv))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add_dataclass_arguments(parser, Args)
+    args = dataclass_from_namespace(Args, parser.parse_args(argv))
     try:
         alphas = [float(a) for a in args.alphas]
         json.loads(args.env_kwargs), json.loads(args.motab_kwargs)
@@ -106,7 +109,6 @@ def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from benchmarks.fixed_exposure import fixed_spec, run_one
-    from benchmarks.motab import write_json_atomic
 
     args = parse_args(argv)
     out = Path(args.out)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"({result['wall_time']:.0f}s)", flush=True)
             summary = summarize(args, runs)
             summary["wall_time"] = time.perf_counter() - start
-            write_json_atomic(out, summary)
+            write_json(out, summary)
     return summary
 
 

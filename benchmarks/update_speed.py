@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     import torch
 
     from agents.base import atomic_write_text

@@ -96,8 +96,10 @@ def test_checkpoint_directory_loads_like_the_tiny_default(tiny_config, tiny_chec
     assert loaded.dtype == torch.float32 and loaded.tokenizer.padding_side == "left"
     loaded.model.save_pretrained(tmp_path / "ckpt")
     loaded.tokenizer.save_pretrained(tmp_path / "ckpt")
+    # The same divergence as the tiny default's recipe (a checkpoint path defaults to the paper's).
     from_path = Qwen3DistillBackend(dataclasses.replace(tiny_config, model=str(tmp_path / "ckpt"),
-                                                        prompts=tiny_config.warmstart.prompts))
+                                                        prompts=tiny_config.warmstart.prompts,
+                                                        loss=tiny_config.effective_loss))
     default = Qwen3DistillBackend(tiny_config)
     assert from_path.reset(seed=2) == default.reset(seed=2)
 
