@@ -96,9 +96,11 @@ diverged (the env then terminates with its divergence penalty); ``collapse_score
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -554,13 +556,35 @@ def params_from_kwargs(kwargs: Mapping[str, Any]) -> SurrogateParams:
     params = kwargs.get("params")
     if params is None:
         params = SurrogateParams()
+    elif isinstance(params, str):
+        params = named_params(params)
     elif isinstance(params, Mapping):
         params = SurrogateParams.from_dict(params)
     elif not isinstance(params, SurrogateParams):
-        raise ConfigError("params", "a dict of SurrogateParams overrides or a SurrogateParams", params)
+        raise ConfigError("params", "a shipped params name, a dict of SurrogateParams overrides or a SurrogateParams",
+                          params)
     if kwargs.get("difficulty_mix") is not None:
         params = params.replace(difficulty_mix=tuple(kwargs["difficulty_mix"]))
     return params
+
+
+PARAMS_DIR = Path(__file__).resolve().parent / "params"
+"""Shipped parameter sets: ``<name>.json`` holds ``{"params": {...}, ...}`` (fit report beside it)."""
+
+
+def shipped_params() -> tuple[str, ...]:
+    """Names of the shipped parameter sets (``params="<name>"`` in ``gym.make``)."""
+    return tuple(sorted(p.stem for p in PARAMS_DIR.glob("*.json")))
+
+
+def named_params(name: str) -> SurrogateParams:
+    """A shipped parameter set, e.g. ``tiny-qwen3`` (the surrogate fitted to the tiny default)."""
+    path = PARAMS_DIR / f"{name}.json"
+    if not path.is_file():
+        names = ", ".join(repr(n) for n in shipped_params()) or "(none shipped)"
+        raise ConfigError("params", f"a dict of SurrogateParams overrides or a shipped name: {names}", name)
+    data = json.loads(path.read_text())
+    return SurrogateParams.from_dict(data["params"])
 
 
 def split_surrogate_kwargs(kwargs: Mapping[str, Any]) -> tuple[ExposureEnvConfig, SurrogateParams]:
