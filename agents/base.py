@@ -1,10 +1,10 @@
 """The controller protocol every agent implements.
 
 A controller steers one distillation run (one episode of an ATESD env) through the reveal ratio.
-The runner drives it like this::
+:func:`agents.episode.rollout` drives it like this::
 
-    controller.begin_run(RunContext.from_env(env, seed))
     obs, info = env.reset(seed=seed)
+    controller.begin_run(RunContext.from_reset(seed, info))
     while not done:
         action = controller.act(obs)                       # reveal ratio, shape (1,)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -26,6 +26,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkab
 import gymnasium as gym
 import numpy as np
 
+from exposure_env.io import atomic_write_text
+
 # Named scalars a controller reports for the decision log (e.g. Beta concentrations, policy loss).
 ControllerStats = Mapping[str, float]
 EnvFactory = Callable[[], gym.Env]
@@ -44,7 +46,7 @@ class Transition(NamedTuple):
 
 
 class RunContext(NamedTuple):
-    """What a controller may know about the run it is about to steer (read from the env config)."""
+    """What a controller may know about the run it is about to steer (from the reset ``info``)."""
 
     seed: int
     total_updates: int
@@ -52,9 +54,9 @@ class RunContext(NamedTuple):
     num_decisions: int
 
     @classmethod
-    def from_env(cls, env: gym.Env, seed: int) -> "RunContext":
-        config = env.unwrapped.config  # an exposure_env.ExposureEnvConfig
-        return cls(int(seed), int(config.total_updates), int(config.hold_window), int(config.num_decisions))
+    def from_reset(cls, seed: int, info: Mapping[str, Any]) -> "RunContext":
+        """The context of a run whose ``env.reset(seed=seed)`` returned ``info``."""
+        return cls(int(seed), int(info["total_updates"]), int(info["hold_window"]), int(info["num_decisions"]))
 
 
 @runtime_checkable
@@ -115,13 +117,3 @@ class StatelessController:
 def as_action(alpha: float) -> np.ndarray:
     """The env action for a reveal ratio."""
     return np.array([alpha], dtype=np.float32)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary sibling and ``os.replace``, so readers never see half of it."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -3,9 +3,9 @@
 - Policy: an MLP maps the observation to raw outputs ``f(s)``; ``(a, b) = 1 + softplus(f(s))``;
   ``alpha ~ Beta(a, b)`` is clipped to ``[alpha_min, alpha_max]`` and held for the env's window
   (one decision per env step).
-- Credit: the discounted lookahead over ``L`` student updates of :mod:`agents.credit`, in the
-  reward mode chosen here (``immediate`` / ``discounted`` / ``discounted+gt``), computed from the
-  env's per-update traces, not from the env's own reward.
+- Credit: the discounted lookahead over ``L`` student updates of :mod:`exposure_env.credit`, with
+  the reward settings chosen here (``immediate`` / ``discounted`` / ``discounted+gt``, ``L``,
+  ``lambda_gt``), computed from the env's per-update traces by the env's own reward functions.
 - Update: every ``B`` completed decisions, REINFORCE with advantages centred and std-normalized
   within the batch, plus ``c * max(0, H - H_target)**2`` on the policy entropy ``H``. Learning is
   online inside one run (the paper's setting); the agent carries its weights, optimizer state and
@@ -18,39 +18,34 @@ Unknowns of the paper are the fields of :class:`BetaAgentConfig`. The agent sees
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from agents.base import ControllerStats, EnvFactory, RunContext, Transition, as_action
-from agents.credit import CompletedDecision, CreditLedger
 from agents.distributions import BetaDistribution
+from agents.episode import rollout
+from exposure_env.credit import CompletedDecision, CreditLedger, CreditSettings
 from exposure_env.errors import ConfigError, check_choice, check_range
-from exposure_env.rewards import REWARD_MODES
+from exposure_env.io import atomic_write
 from exposure_env.schema import OBSERVATION_NAMES
+
+ATESD_CREDIT = CreditSettings(reward_mode="discounted+gt", lookahead=16)
+"""The paper's full ATESD credit: discounted learning progress over a lookahead that spans later
+windows plus the teacher-grounded term (``L = 16`` updates, four default windows, is ours)."""
 
 
 @dataclass(frozen=True)
 class BetaAgentConfig:
     """Every free choice of the ATESD controller. Defaults are ours; the paper does not give them."""
 
-    reward_mode: str = "discounted+gt"
-    """Credit of a decision: ``immediate``, ``discounted`` or ``discounted+gt`` (full ATESD)."""
-    lookahead: int | None = 16
-    """L: student updates a decision is credited over (may span later windows). ``None`` means
-    the decision's own window only (L = the env's hold window H): the one-step ablation."""
-    gamma: float = 0.9
-    """Per-update discount inside the lookahead."""
-    lambda_gt: float = 0.005
-    """Weight of the teacher-grounded term G_gt (``discounted+gt`` only). Ten times below the env's
-    default on purpose: on the surrogate, at 0.05 the spread of ``lambda_gt * G_gt`` across reveal
-    ratios is about ten times that of ``G_lp``, so the credit becomes "maximize exposure" instead of
-    a guard against lowering it (see benchmarks/compare_controllers.py)."""
+    credit: CreditSettings = ATESD_CREDIT
+    """How a decision is credited: reward mode, ``gamma``, ``lambda_gt`` (the env's shared reward
+    settings) and the lookahead ``L`` (``None``: the decision's own window, the one-step ablation)."""
     batch_size: int = 8
     """B: completed decisions per REINFORCE update (advantages are normalized within it)."""
     alpha_min: float = 0.0
@@ -77,11 +72,10 @@ class BetaAgentConfig:
     """``float32`` or ``float64`` (bf16 is too coarse for Beta log-densities near the bounds)."""
 
     def __post_init__(self) -> None:
-        check_choice("reward_mode", self.reward_mode, REWARD_MODES)
-        if self.lookahead is not None:
-            check_range("lookahead", self.lookahead, 1, None, integer=True)
-        check_range("gamma", self.gamma, 0.0, 1.0)
-        check_range("lambda_gt", self.lambda_gt, 0.0, None)
+        if isinstance(self.credit, dict):  # from a checkpoint's or a command line's plain data
+            object.__setattr__(self, "credit", CreditSettings(**self.credit))
+        if not isinstance(self.credit, CreditSettings):
+            raise ConfigError("credit", "a CreditSettings (or a dict of its fields)", self.credit)
         check_range("batch_size", self.batch_size, 2, None, integer=True)
         check_range("alpha_min", self.alpha_min, 0.0, 1.0)
         check_range("alpha_max", self.alpha_max, self.alpha_min, 1.0)
@@ -93,6 +87,15 @@ class BetaAgentConfig:
         check_range("learning_rate", self.learning_rate, 0.0, None, low_inclusive=False)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, None)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+
+
+class _Decision(NamedTuple):
+    """What the agent keeps of a decision until its credit is final."""
+
+    obs: np.ndarray
+    """Observation the decision was taken on."""
+    sample: float
+    """The policy's raw sample (before clipping to the alpha bounds): what ``log_prob`` scores."""
 
 
 class BetaPolicy(nn.Module):
@@ -139,8 +142,8 @@ class BetaAgent:
         self.distribution = BetaDistribution(action_dim=1)
         # Sampling uses a CPU generator (torch's gamma sampler on CPU accepts one) reseeded per run.
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.ledger = CreditLedger(cfg.reward_mode, cfg.lookahead or 1, cfg.gamma, cfg.lambda_gt)
-        self.completed: list[CompletedDecision] = []
+        self.ledger = CreditLedger(cfg.credit, cfg.credit.lookahead or 1)
+        self.completed: list[CompletedDecision] = []  # payloads are _Decision records
         self.num_updates = 0
         self._last_sample: float | None = None
         self._last_stats: dict[str, float] = {}
@@ -148,7 +151,7 @@ class BetaAgent:
     # -- controller protocol ------------------------------------------------------------------
     def begin_run(self, context: RunContext) -> None:
         self.generator.manual_seed(int(context.seed))
-        self.ledger.lookahead = self.config.lookahead or context.hold_window
+        self.ledger.lookahead = self.config.credit.lookahead or context.hold_window
         self.ledger.clear()
         self._last_sample = None
 
@@ -169,7 +172,8 @@ class BetaAgent:
             sample = float(np.asarray(transition.action).reshape(-1)[0])
         self._last_sample = None
         over = bool(transition.terminated or transition.truncated)
-        done = self.ledger.record(transition.obs, sample, float(transition.reward), transition.info, over)
+        decision = _Decision(np.asarray(transition.obs, dtype=np.float32).copy(), sample)
+        done = self.ledger.record(decision, float(transition.reward), transition.info, over)
         self.completed.extend(done)
         stats = dict(self._last_stats)
         stats["completed_decisions"] = float(len(done))
@@ -187,8 +191,6 @@ class BetaAgent:
 
     def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
         """Carry-over training: run ``episodes`` full runs, learning online in each."""
-        from agents.runner import rollout
-
         env = make_env()
         try:
             for episode in range(episodes):
@@ -200,8 +202,8 @@ class BetaAgent:
     def _update(self, batch: list[CompletedDecision]) -> dict[str, float]:
         cfg = self.config
         credits = torch.tensor([d.credit for d in batch], dtype=self.dtype, device=self.device)
-        obs = torch.as_tensor(np.stack([d.obs for d in batch]), dtype=self.dtype, device=self.device)
-        samples = torch.tensor([[d.sample] for d in batch], dtype=self.dtype, device=self.device)
+        obs = torch.as_tensor(np.stack([d.payload.obs for d in batch]), dtype=self.dtype, device=self.device)
+        samples = torch.tensor([[d.payload.sample] for d in batch], dtype=self.dtype, device=self.device)
         std = credits.std()
         # Identical credits carry no preference between the sampled alphas: no policy-gradient term.
         advantages = (credits - credits.mean()) / (std + 1e-8) if float(std) > 1e-12 else torch.zeros_like(credits)
@@ -223,19 +225,16 @@ class BetaAgent:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "config": dataclasses.asdict(self.config),
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "completed": [d._asdict() for d in self.completed],
+            "completed": [{"obs": d.payload.obs, "sample": d.payload.sample, "credit": d.credit,
+                           "updates_seen": d.updates_seen} for d in self.completed],
             "num_updates": self.num_updates,
         }
-        tmp = target.with_name(target.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, target)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def load(self, path: str | Path) -> None:
         state: dict[str, Any] = torch.load(Path(path), map_location=self.device, weights_only=False)
@@ -246,7 +245,8 @@ class BetaAgent:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.completed = [CompletedDecision(**d) for d in state["completed"]]
+        self.completed = [CompletedDecision(_Decision(d["obs"], d["sample"]), d["credit"], d["updates_seen"])
+                          for d in state["completed"]]
         self.num_updates = int(state["num_updates"])
 
     # -- helpers ----------------------------------------------------------------------------------

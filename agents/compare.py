@@ -4,14 +4,13 @@ Every (agent, seed) pair is one :func:`agents.runner.run_controlled` in a worker
 ``ProcessPoolExecutor`` (``spawn`` context: workers start clean, without the parent's threads).
 Per agent the final scores over seeds are summarized by their IQM with a 95% bootstrap CI, and by
 the probability of improvement over the reference agent (default ``fixed:1.0``, i.e. OPSD) with a
-bootstrap CI (:mod:`agents.stats`). Outputs in ``out_dir``: ``compare.json``, ``compare.md``,
+bootstrap CI (:mod:`exposure_env.stats`). Outputs in ``out_dir``: ``compare.json``, ``compare.md``,
 ``compare.png`` and one run directory per pair under ``runs/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,12 +20,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from agents.base import atomic_write_text
+from agents.plots import plot_compare
+from agents.records import AgentStats, CompareResult, RunSummary, display_name
 from agents.registry import check_spec
-from agents.runner import RunConfig, RunSummary, run_controlled
-from agents.stats import improvement_interval, iqm_interval
+from agents.runner import RunConfig, run_controlled
 from exposure_env.errors import ConfigError, check_range
+from exposure_env.io import atomic_write_text, write_json
 from exposure_env.registration import SURROGATE_ID
+from exposure_env.stats import improvement_interval, iqm_interval
 
 OPSD = "fixed:1.0"
 
@@ -77,40 +78,6 @@ class CompareConfig:
             raise ConfigError("reference", "one of the compared agents " + ", ".join(self.agents), self.reference)
         for spec in self.agents:  # fail before any process starts
             check_spec(spec)
-
-
-@dataclass(frozen=True)
-class AgentStats:
-    """One row of the comparison table."""
-
-    agent: str
-    n: int
-    iqm: float
-    ci_low: float
-    ci_high: float
-    mean: float
-    std: float
-    prob_improvement_vs_opsd: float
-    """P(agent > reference) + 0.5 P(=) over seed pairs; the reference is ``CompareResult.reference``."""
-    pi_ci_low: float
-    pi_ci_high: float
-    mean_alpha: float
-    final_scores: list[float]
-    seeds: list[int]
-    controller_share: float
-    """Median over seeds of controller time / env time in the evaluated run."""
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    """Everything ``compare.json`` holds (rows keyed by agent spec there)."""
-
-    env_id: str
-    reference: str
-    seeds: list[int]
-    agents: list[AgentStats]
-    wall_time_s: float
-    config: dict[str, Any]
 
 
 def _run_job(run_config: RunConfig, torch_threads: int) -> RunSummary:
@@ -182,8 +149,6 @@ def summarize(by_agent: Mapping[str, Sequence[RunSummary]], config: CompareConfi
 
 def markdown_table(result: CompareResult) -> str:
     """The comparison as a Markdown table, best IQM first."""
-    from agents.plots import display_name
-
     lines = [
         f"Final score on `{result.env_id}` over seeds {result.seeds[0]}..{result.seeds[-1]} "
         f"(n={len(result.seeds)}); IQM with 95% percentile-bootstrap CI; P(improvement) over "
@@ -213,21 +178,13 @@ def mean_alpha_curves(by_agent: Mapping[str, Sequence[RunSummary]]) -> dict[str,
 def write_outputs(result: CompareResult, by_agent: Mapping[str, Sequence[RunSummary]], out: Path,
                   stem: str = "compare") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` atomically into ``out``."""
-    from agents.plots import plot_compare
-
     curves = mean_alpha_curves(by_agent)
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
     payload = dataclasses.asdict(result)
     payload["agents"] = {row["agent"]: row for row in payload["agents"]}
     payload["mean_alpha_curves"] = curves
-    atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_finite))
+    write_json(paths["json"], payload)
     atomic_write_text(paths["md"], markdown_table(result))
     plot_compare(result.agents, curves, result.reference, paths["png"])
     return paths
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 

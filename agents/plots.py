@@ -1,27 +1,21 @@
-"""PNG plots of runs and comparisons (matplotlib with the Agg backend, imported lazily).
+"""PNG plots of runs and comparisons (matplotlib with the Agg backend, imported on first use).
 
-Plots are written atomically (temporary file, then ``os.replace``). This module knows the result
-records of :mod:`agents.runner` and :mod:`agents.compare`, nothing else.
+Plots are written atomically (:func:`exposure_env.io.atomic_write`). This module knows the result
+records of :mod:`agents.records`, nothing else.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    from agents.compare import AgentStats
-    from agents.runner import RunSummary
-
-
-def display_name(spec: str) -> str:
-    """Short label of an agent spec: ``best-fixed:/long/path/sweep.json`` -> ``best-fixed:sweep.json``."""
-    name, _, rest = spec.partition(":")
-    return f"{name}:{Path(rest).name}" if name == "best-fixed" else spec
+from agents.records import AgentStats, RunSummary, display_name
+from exposure_env.io import atomic_write
 
 
-def _pyplot():
+def pyplot():  # noqa: ANN201 - matplotlib.pyplot
+    """matplotlib's pyplot on the file-only Agg backend (matplotlib is an optional extra, so it is
+    imported here, on first use, and never by importing this module)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,16 +24,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+def save_figure(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
+    """Write ``fig`` as a PNG atomically and close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+    pyplot().close(fig)
 
 
-def plot_run(summary: "RunSummary", path: Path) -> None:
+def plot_run(summary: RunSummary, path: Path) -> None:
     """Reveal ratio per window (steps) and the score curve, against student updates."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax_alpha = plt.subplots(figsize=(7, 3.5))
     starts = [0] + summary.updates[:-1]
     ax_alpha.step(starts, summary.alphas, where="post", color="tab:blue", label="reveal ratio alpha")
@@ -50,14 +43,13 @@ def plot_run(summary: "RunSummary", path: Path) -> None:
     ax_score.plot([0] + summary.updates, [summary.initial_score] + summary.scores, color="tab:red", label="score")
     ax_score.set_ylabel("score", color="tab:red")
     ax_alpha.set_title(f"{display_name(summary.agent)} on {summary.env_id}, seed {summary.seed}: final score {summary.final_score:.3f}")
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, Sequence[float]],
+def plot_compare(stats: Sequence[AgentStats], mean_alpha_curves: Mapping[str, Sequence[float]],
                  reference: str, path: Path) -> None:
     """Left: IQM of the final score with 95% CIs. Right: mean alpha over the run per agent."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_iqm, ax_alpha) = plt.subplots(1, 2, figsize=(12, 0.45 * len(stats) + 2.5))
     names = [display_name(s.agent) for s in stats]
     y = range(len(stats))
@@ -81,5 +73,4 @@ def plot_compare(stats: Sequence["AgentStats"], mean_alpha_curves: Mapping[str, 
     ax_alpha.set_ylabel("mean alpha over seeds")
     ax_alpha.set_ylim(-0.02, 1.02)
     ax_alpha.legend(fontsize=7, loc="best")
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)

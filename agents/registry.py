@@ -3,7 +3,7 @@
 ==========================  ==============================================================
 spec                        controller
 ==========================  ==============================================================
-``beta``                    ATESD Beta-policy agent, full reward (``discounted+gt``, L=16)
+``beta``                    ATESD Beta-policy agent, full credit (``discounted+gt``, L=16)
 ``beta:MODE``               the same with reward mode ``immediate`` / ``discounted`` /
                             ``discounted+gt``; ``immediate`` credits the decision's own
                             window only (the paper's one-step ablation)
@@ -19,14 +19,17 @@ spec                        controller
 ``td3`` ``ppo-beta``        ... and PPO with a Beta policy on [0, 1] (needs the ``sb3`` extra)
 ==========================  ==============================================================
 
-Heavy modules (torch, SB3) are imported only when a spec that needs them is built.
+Heavy modules (torch for ``beta``, SB3) are imported only when a spec that needs them is built,
+so naming and checking specs, and the baselines, stay torch-free.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from agents.base import Controller
+from agents.baselines import BestFixedController, FixedController, LinearController, RandomController, StepController
 from exposure_env.errors import ConfigError
 from exposure_env.rewards import REWARD_MODES
 
@@ -64,46 +67,45 @@ def check_spec(spec: str) -> None:
 
 
 def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str, Any]) -> Controller:
-    from agents import baselines
-
     if name == "fixed" and len(args) == 1:
-        return baselines.FixedController(_number(spec, "ALPHA", args[0]))
+        return FixedController(_number(spec, "ALPHA", args[0]))
     if name == "linear" and len(args) == 2:
-        return baselines.LinearController(_number(spec, "START", args[0]), _number(spec, "END", args[1]))
+        return LinearController(_number(spec, "START", args[0]), _number(spec, "END", args[1]))
     if name == "step" and len(args) in (2, 3):
         values = [_number(spec, what, text) for what, text in zip(("BEFORE", "AFTER", "AT"), args)]
-        return baselines.StepController(*values)
+        return StepController(*values)
     if name == "random" and not args:
-        return baselines.RandomController()
+        return RandomController()
     if name == "best-fixed" and len(args) >= 1:
-        controller = baselines.BestFixedController(":".join(args))  # a path may contain ':'
+        controller = BestFixedController(":".join(args))  # a path may contain ':'
         controller.name = spec
         return controller
     if name in ("beta", "beta-carry") and len(args) <= 2:
         return _beta(spec, args, seed, overrides, carry_over=name == "beta-carry")
     if name in SB3_NAMES and not args:
-        from agents.sb3_agents import SB3AgentConfig, SB3Controller
+        from agents.sb3_agents import SB3AgentConfig, SB3Controller  # SB3 is an optional extra
 
         return SB3Controller(SB3AgentConfig(algo=name, **overrides), seed=seed)
     raise ConfigError("agent spec", ALLOWED, spec)
 
 
 def _beta(spec: str, args: list[str], seed: int, overrides: dict[str, Any], carry_over: bool) -> Controller:
-    from agents.beta_agent import BetaAgent, BetaAgentConfig
+    from agents.beta_agent import ATESD_CREDIT, BetaAgent, BetaAgentConfig  # imports torch
 
-    fields: dict[str, Any] = {}
+    credit: dict[str, Any] = {}
     if args:
         if args[0] not in REWARD_MODES:
             raise ConfigError(f"agent spec {spec!r}: MODE", "one of " + ", ".join(REWARD_MODES), args[0])
-        fields["reward_mode"] = args[0]
+        credit["reward_mode"] = args[0]
         if args[0] == "immediate":
-            fields["lookahead"] = None  # the one-step ablation: credit the own window only
+            credit["lookahead"] = None  # the one-step ablation: credit the own window only
     if len(args) == 2:
         if args[1] == "window":
-            fields["lookahead"] = None
+            credit["lookahead"] = None
         else:
             value = _number(spec, "L", args[1])
-            fields["lookahead"] = int(value) if value.is_integer() else value  # non-integers fail validation
+            credit["lookahead"] = int(value) if value.is_integer() else value  # non-integers fail validation
+    fields: dict[str, Any] = {"credit": dataclasses.replace(ATESD_CREDIT, **credit)} if credit else {}
     fields.update(overrides)
     return BetaAgent(BetaAgentConfig(**fields), seed=seed, name=spec, carry_over=carry_over)
 

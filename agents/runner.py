@@ -1,14 +1,14 @@
-"""One controlled run: a controller steering one ATESD episode, with its decision log.
+"""``atesd run``: one controlled run with its decision log, plot and summary.
 
-``rollout`` is the bare loop (used for training too); ``run_controlled`` wraps it for users: it
-builds the env and the controller from strings, optionally trains the controller first (SB3
-agents: ``train_episodes`` runs on seeds disjoint from the evaluated one), then runs one evaluated
-episode with a progress bar, writing
+``run_controlled`` builds the env and the controller from strings, optionally trains the controller
+first (SB3 agents and ``beta-carry``: ``train_episodes`` runs on seeds disjoint from the evaluated
+one), then runs one evaluated episode (:func:`agents.episode.rollout`) with a progress bar, writing
 
-- ``decisions.jsonl``: one line per decision, flushed as it happens (a crash loses nothing);
+- ``decisions.jsonl``: one line per decision with the window's full per-update trace, flushed as it
+  happens (a crash loses nothing);
 - ``summary.json``: final score, mean alpha, timings (written atomically at the end);
-- ``alpha.png``: the reveal ratio over updates with the score curve (matplotlib, Agg);
-- ``tensorboard/`` with ``tensorboard=True``; ``controller.*`` with ``save_path``.
+- ``alpha.png``: the reveal ratio over updates with the score curve;
+- ``tensorboard/`` with ``tensorboard=True``; the controller's checkpoint with ``save_path``.
 
 It knows env ids and the Gymnasium API, never a backend.
 """
@@ -21,88 +21,25 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
 
 import exposure_env  # noqa: F401 - registers the env ids
-from agents.base import Controller, ControllerStats, RunContext, Transition, atomic_write_text
+from agents.base import Controller, RunContext
+from agents.episode import StepRecord, rollout
+from agents.plots import plot_run
+from agents.records import RunSummary
+from agents.registry import make_controller
 from exposure_env.errors import check_range
+from exposure_env.io import to_plain, write_json
 from exposure_env.registration import SURROGATE_ID
 from exposure_env.schema import OBSERVATION_NAMES
 
 # Training runs of controllers that train before the evaluated run use seeds from here on, so they
 # never replay the evaluated run (seeds of evaluated runs are small integers).
 TRAIN_SEED_OFFSET = 1_000_000
-
-
-class StepRecord(NamedTuple):
-    """One decision as logged."""
-
-    step: int
-    alpha: float
-    obs: np.ndarray
-    reward: float
-    terminated: bool
-    truncated: bool
-    info: Mapping[str, Any]
-    controller_stats: ControllerStats
-    controller_time_s: float
-    env_time_s: float
-
-
-class EpisodeResult(NamedTuple):
-    """What one rollout produced."""
-
-    final_score: float
-    initial_score: float
-    total_reward: float
-    alphas: list[float]
-    scores: list[float]
-    updates: list[int]
-    controller_time_s: float
-    env_time_s: float
-    diverged: bool
-    end_stats: ControllerStats
-
-
-def rollout(env: gym.Env, controller: Controller, seed: int,
-            on_step: Callable[[StepRecord], None] | None = None) -> EpisodeResult:
-    """Run one episode of ``env`` (reset with ``seed``) under ``controller``."""
-    controller.begin_run(RunContext.from_env(env, seed))
-    obs, info = env.reset(seed=seed)
-    initial_score = float(info["score"])
-    alphas: list[float] = []
-    scores: list[float] = []
-    updates: list[int] = []
-    total_reward, controller_time, env_time = 0.0, 0.0, 0.0
-    done, step, diverged = False, 0, False
-    while not done:
-        t0 = time.perf_counter()
-        action = controller.act(obs)
-        t1 = time.perf_counter()
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        t2 = time.perf_counter()
-        stats = controller.observe(Transition(obs, action, float(reward), next_obs, terminated, truncated, info))
-        t3 = time.perf_counter()
-        controller_time += (t1 - t0) + (t3 - t2)
-        env_time += t2 - t1
-        done = bool(terminated or truncated)
-        diverged = diverged or bool(info.get("diverged", False))
-        total_reward += float(reward)
-        alphas.append(float(info["reveal_ratio"]))
-        scores.append(float(info["score"]))
-        updates.append(int(info["updates_done"]))
-        if on_step is not None:
-            on_step(StepRecord(step, alphas[-1], np.asarray(obs), float(reward), bool(terminated),
-                               bool(truncated), info, stats, (t1 - t0) + (t3 - t2), t2 - t1))
-        obs = next_obs
-        step += 1
-    end_stats = controller.end_run()
-    return EpisodeResult(scores[-1] if scores else initial_score, initial_score, total_reward, alphas, scores,
-                         updates, controller_time, env_time, diverged, end_stats)
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -145,35 +82,6 @@ class RunConfig:
         return Path(self.out_dir) / safe
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """Result of one ``run_controlled``; also written as ``summary.json``."""
-
-    agent: str
-    env_id: str
-    seed: int
-    final_score: float
-    initial_score: float
-    best_score: float
-    mean_alpha: float
-    total_reward: float
-    num_decisions: int
-    diverged: bool
-    controller_time_s: float
-    env_time_s: float
-    train_time_s: float
-    wall_time_s: float
-    run_dir: str
-    alphas: list[float]
-    scores: list[float]
-    updates: list[int]
-
-    @property
-    def controller_share(self) -> float:
-        """Controller time over env time of the evaluated run (the overhead ratio)."""
-        return self.controller_time_s / self.env_time_s if self.env_time_s > 0 else math.nan
-
-
 def make_env_factory(env_id: str, env_kwargs: Mapping[str, Any]) -> Callable[[], gym.Env]:
     kwargs = dict(env_kwargs)
     return lambda: gym.make(env_id, **kwargs)
@@ -181,8 +89,6 @@ def make_env_factory(env_id: str, env_kwargs: Mapping[str, Any]) -> Callable[[],
 
 def run_controlled(config: RunConfig, controller: Controller | None = None) -> RunSummary:
     """Run one controlled episode and write its log, plot and summary (see the module docstring)."""
-    from agents.registry import make_controller
-
     start = time.perf_counter()
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,9 +103,9 @@ def run_controlled(config: RunConfig, controller: Controller | None = None) -> R
         train_time = time.perf_counter() - t0
 
     env = make_env()
-    logger = DecisionLogger(run_dir, config, env.unwrapped.config.num_decisions)
+    logger = DecisionLogger(run_dir, config)
     try:
-        episode = rollout(env, controller, config.seed, on_step=logger.log)
+        episode = rollout(env, controller, config.seed, on_step=logger.log, on_reset=logger.begin)
     finally:
         logger.close()
         env.close()
@@ -218,10 +124,8 @@ def run_controlled(config: RunConfig, controller: Controller | None = None) -> R
     payload = dataclasses.asdict(summary) | {"controller_share": summary.controller_share,
                                              "env_kwargs": dict(config.env_kwargs),
                                              "controller_end_stats": dict(episode.end_stats)}
-    atomic_write_text(run_dir / "summary.json", json.dumps(payload, indent=2, default=_json_default))
+    write_json(run_dir / "summary.json", payload)
     if config.plot:
-        from agents.plots import plot_run
-
         plot_run(summary, run_dir / "alpha.png")
     return summary
 
@@ -229,22 +133,27 @@ def run_controlled(config: RunConfig, controller: Controller | None = None) -> R
 class DecisionLogger:
     """JSONL (flushed per line), optional TensorBoard and a tqdm bar for one run."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, total: int) -> None:
+    def __init__(self, run_dir: Path, config: RunConfig) -> None:
+        self.config = config
         self.file = open(run_dir / "decisions.jsonl", "w", encoding="utf-8")
         self.writer = None
         if config.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional extra, imported on demand
 
             self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.bar = None
-        if config.progress_bar:
-            from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=f"{config.agent} seed {config.seed}", unit="decision")
+    def begin(self, context: RunContext) -> None:
+        """The episode was reset: start the progress bar over its decisions."""
+        if self.config.progress_bar:
+            from tqdm.auto import tqdm  # optional extra, imported on demand
+
+            self.bar = tqdm(total=context.num_decisions, desc=f"{self.config.agent} seed {self.config.seed}",
+                            unit="decision")
 
     def log(self, record: StepRecord) -> None:
         line = decision_line(record)
-        self.file.write(json.dumps(line, default=_json_default) + "\n")
+        self.file.write(json.dumps(to_plain(line), allow_nan=False) + "\n")
         self.file.flush()
         if self.writer is not None:
             step = line["updates_done"]
@@ -277,8 +186,8 @@ def decision_line(record: StepRecord) -> dict[str, Any]:
                 "divergence_reason"):
         if key in info:
             line[key] = info[key]
-    line["reward_components"] = dict(info.get("reward_components") or {})
-    trace = info.get("trace") or {}
+    line["reward_components"] = dict(info["reward_components"])
+    trace = info["trace"]
     # Every per-update statistic of the window, so a log is a trace a surrogate can be fitted to.
     line["trace"] = {k: [float(x) for x in np.asarray(v).reshape(-1)] for k, v in trace.items()}
     line["trace_mean"] = {k: float(np.mean(v)) for k, v in trace.items() if len(v)}
@@ -286,13 +195,3 @@ def decision_line(record: StepRecord) -> dict[str, Any]:
     line["controller_time_s"] = record.controller_time_s
     line["env_time_s"] = record.env_time_s
     return line
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

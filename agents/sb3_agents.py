@@ -13,7 +13,6 @@ global RNGs (``random``, numpy, torch) from the seed it is given: that is SB3's 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import ControllerStats, EnvFactory, RunContext, Transition, as_action
-from exposure_env.errors import BackendUnavailableError, ConfigError, check_choice, check_range
+from exposure_env.errors import BackendUnavailableError, ConfigError, NotReadyError, check_choice, check_range
+from exposure_env.io import atomic_write
 from exposure_env.wrappers import symmetric_actions
 
 SB3_ALGOS: tuple[str, ...] = ("ppo", "sac", "a2c", "td3", "ppo-beta")
@@ -98,13 +98,13 @@ class SB3Controller:
     # -- controller protocol --------------------------------------------------------------------
     def begin_run(self, context: RunContext) -> None:
         if self.model is None:
-            raise RuntimeError(f"{self.name}: call train(...) or load(...) before running it")
+            raise NotReadyError(f"{self.name}: call train(...) or load(...) before running it")
 
     def act(self, obs: np.ndarray) -> np.ndarray:
+        # SB3 clips a Box action into its space; the env validates and clips the reveal ratio itself.
         action, _ = self.model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
         value = float(np.asarray(action).reshape(-1)[0])
-        alpha = (value + 1.0) / 2.0 if self.symmetric else value
-        return as_action(min(1.0, max(0.0, alpha)))
+        return as_action((value + 1.0) / 2.0 if self.symmetric else value)
 
     def observe(self, transition: Transition) -> ControllerStats:
         return {}
@@ -113,9 +113,10 @@ class SB3Controller:
         return {"timesteps_trained": float(self.timesteps_trained)}
 
     def train(self, make_env: EnvFactory, episodes: int, seed: int) -> None:
-        """Learn for ``episodes`` full runs (0 only builds the model)."""
+        """Learn for ``episodes`` full runs (0 only builds the model). One reset (with ``seed``, which
+        SB3 reseeds anyway) reads the run's length from the reset ``info``."""
         env = self._wrap(make_env())
-        decisions = int(env.unwrapped.config.num_decisions)
+        decisions = int(env.reset(seed=seed)[1]["num_decisions"])
         if self.model is None:
             self.model = self._build_model(env, seed)
         else:
@@ -128,12 +129,9 @@ class SB3Controller:
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         if self.model is None:
-            raise RuntimeError(f"{self.name}: nothing to save before train(...)")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp.zip")  # SB3 appends .zip to other suffixes
-        self.model.save(str(tmp))
-        os.replace(tmp, target)
+            raise NotReadyError(f"{self.name}: nothing to save before train(...)")
+        # the temporary file keeps the target's suffix: SB3 appends .zip to any other
+        atomic_write(path, lambda tmp: self.model.save(str(tmp)))
 
     def load(self, path: str | Path) -> None:
         self.model = self._algo_class().load(str(path), device=self.config.device)

@@ -20,27 +20,32 @@ A thin script over :func:`agents.compare.run_compare` (the code behind ``atesd c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import atomic_write_text
 from agents.compare import OPSD, CompareConfig, run_compare
+from agents.episode import rollout
 from agents.registry import make_controller
-from agents.runner import make_env_factory, rollout
+from agents.runner import make_env_factory
+from exposure_env.commandline import parse_dataclass
+from exposure_env.io import write_json
 from exposure_env.registration import QWEN3_ID, SURROGATE_ID
+from exposure_env.rewards import REWARD_MODES, RewardComponents, RewardSettings, combine_reward
+from exposure_env.stats import improvement_interval
 
 
 @dataclass(frozen=True)
 class Args:
+    """Command-line arguments (each field is a ``--flag``)."""
+
     env: str = SURROGATE_ID
     """Env id of the comparison."""
     seeds: int = 10
@@ -56,13 +61,13 @@ class Args:
     """Seeds of the fixed-exposure sweep that picks the best fixed alpha."""
     sweep_seed_offset: int = 1000
     """First sweep seed (disjoint from the evaluation seeds)."""
-    env_kwargs: str = "{}"
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """JSON object of gym.make kwargs for the comparison env."""
-    agents: str = ""
-    """Comma-separated agent specs; empty = the default list (see DEFAULT_AGENTS)."""
+    agents: tuple[str, ...] = ()
+    """Agent specs; empty = the default list (see DEFAULT_AGENTS)."""
     overhead_out: str = "benchmarks/results/controller_overhead.json"
     """Controller-overhead JSON ('' skips the measurement)."""
-    overhead_env_kwargs: str = '{"total_updates": 24, "hold_window": 2}'
+    overhead_env_kwargs: Mapping[str, Any] = field(default_factory=lambda: {"total_updates": 24, "hold_window": 2})
     """gym.make kwargs of the real backend for the overhead measurement."""
     runs_dir: str = "runs/compare_controllers"
     """Per-run logs (git-ignored)."""
@@ -80,52 +85,37 @@ DEFAULT_AGENTS = (
 SWEEP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Args):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                            help=f"see Args.{f.name} (default: {f.default!r})")
-    return Args(**vars(parser.parse_args(argv)))
-
-
-def fixed_sweep(args: Args, env_kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
+def fixed_sweep(args: Args, env_kwargs: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Final score of each fixed alpha on the sweep seeds (in-process: the surrogate is fast)."""
-    from agents.beta_agent import BetaAgentConfig
-
     make_env = make_env_factory(args.env, env_kwargs)
     env = make_env()
     seeds = list(range(args.sweep_seed_offset, args.sweep_seed_offset + args.sweep_seeds))
-    lambda_gt = BetaAgentConfig().lambda_gt
-    scores, returns = [], {mode: [] for mode in ("immediate", "discounted", "discounted+gt")}
+    lambda_gt = RewardSettings().lambda_gt
+    scores, returns = [], {mode: [] for mode in REWARD_MODES}
     for alpha in SWEEP_ALPHAS:
         finals, totals = [], []
         for seed in seeds:
             parts: list[dict[str, float]] = []
             result = rollout(env, make_controller(f"fixed:{alpha}"), seed=seed,
-                             on_step=lambda r: parts.append(r.info["reward_components"]))
+                             on_step=lambda r, parts=parts: parts.append(r.info["reward_components"]))
             finals.append(result.final_score)
-            totals.append({k: sum(p[k] for p in parts) for k in ("immediate", "discounted", "grounded")})
+            totals.append(RewardComponents(*(sum(p[k] for p in parts) for k in RewardComponents._fields)))
         scores.append(finals)
         for mode in returns:
-            per_seed = [t["immediate"] if mode == "immediate" else
-                        t["discounted"] + (lambda_gt * t["grounded"] if mode == "discounted+gt" else 0.0)
-                        for t in totals]
-            returns[mode].append(float(np.mean(per_seed)))
+            returns[mode].append(float(np.mean([combine_reward(mode, t, lambda_gt) for t in totals])))
     env.close()
-    sweep = {"env_id": args.env, "env_kwargs": env_kwargs, "seeds": seeds, "alphas": list(SWEEP_ALPHAS),
+    sweep = {"env_id": args.env, "env_kwargs": dict(env_kwargs), "seeds": seeds, "alphas": list(SWEEP_ALPHAS),
              "final_score_mean": [float(np.mean(s)) for s in scores],
              "final_score_std": [float(np.std(s, ddof=1)) for s in scores],
              # Does each reward mode's episode return (per-window credit, summed) peak where the final
-             # score does? discounted+gt uses the Beta agent's default lambda_gt.
+             # score does? discounted+gt uses the shared default lambda_gt (RewardSettings).
              "episode_return_mean": returns, "lambda_gt": lambda_gt}
-    atomic_write_text(path, json.dumps(sweep, indent=2))
+    write_json(path, sweep)
     return sweep
 
 
 def claims(rows: dict[str, dict[str, Any]], best_fixed: str) -> dict[str, Any]:
     """ATESD vs the baselines (P(ATESD > X) with CI from the seeds) and the ablation ordering."""
-    from agents.stats import improvement_interval
-
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {}
     for atesd in ("beta", "beta-carry"):
@@ -153,14 +143,13 @@ def claims(rows: dict[str, dict[str, Any]], best_fixed: str) -> dict[str, Any]:
 
 def controller_overhead(args: Args, path: Path) -> dict[str, Any]:
     """Controller time per decision vs env time per window, real backend if available."""
-    import gymnasium as gym
-    import torch
+    import torch  # the beta controller needs it anyway; imported here to set its threads first
 
     torch.set_num_threads(1)
     record: dict[str, Any] = {"controller": "beta", "seed": 0}
     # Surrogate: a lower bound of the window time, so an upper bound of the share.
     record["surrogate"] = _time_run(gym.make(SURROGATE_ID))
-    kwargs = json.loads(args.overhead_env_kwargs)
+    kwargs = dict(args.overhead_env_kwargs)
     try:
         start = time.perf_counter()
         env = gym.make(QWEN3_ID, **kwargs)  # builds (or loads) the warm-start checkpoint
@@ -175,7 +164,7 @@ def controller_overhead(args: Args, path: Path) -> dict[str, Any]:
             record["real_backend"] = {"measured": False, "reason": f"{type(exc).__name__}: {exc}",
                                       "traceback": traceback.format_exc(limit=5)}
     record["goal"] = "controller_share <= 0.01 of a real window's wall time"
-    atomic_write_text(path, json.dumps(record, indent=2))
+    write_json(path, record)
     return record
 
 
@@ -186,7 +175,7 @@ def _time_run(env) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
     wall = time.perf_counter() - start
     env.close()
     decisions = len(result.alphas)
-    return {"decisions": decisions, "hold_window": int(env.unwrapped.config.hold_window),
+    return {"decisions": decisions, "hold_window": result.context.hold_window,
             "controller_time_per_decision_s": result.controller_time_s / decisions,
             "env_time_per_window_s": result.env_time_s / decisions,
             "controller_share": result.controller_time_s / result.env_time_s, "wall_time_s": wall,
@@ -194,15 +183,15 @@ def _time_run(env) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = parse_dataclass(Args, argv, __doc__)
     out = Path(args.out)
     stem = out.stem
-    env_kwargs = json.loads(args.env_kwargs)
+    env_kwargs = dict(args.env_kwargs)
     start = time.perf_counter()
     sweep_path = out.with_name(f"{stem}_sweep.json")
     sweep = fixed_sweep(args, env_kwargs, sweep_path)
     best_spec = f"best-fixed:{sweep_path}"
-    specs = tuple(a.strip() for a in args.agents.split(",") if a.strip()) or DEFAULT_AGENTS
+    specs = args.agents or DEFAULT_AGENTS
     specs = tuple(s.format(sweep=sweep_path) for s in specs)
     config = CompareConfig(env_id=args.env, agents=specs, seeds=args.seeds, out_dir=str(out.parent),
                            runs_dir=args.runs_dir, stem=stem, env_kwargs=env_kwargs,
@@ -219,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.overhead_out:
         payload["benchmark"]["controller_overhead"] = controller_overhead(args, Path(args.overhead_out))
-    atomic_write_text(out, json.dumps(payload, indent=2))
+    write_json(out, payload)
     print(out.with_suffix(".md").read_text())
     print(json.dumps(payload["benchmark"]["claims"], indent=2))
     return payload

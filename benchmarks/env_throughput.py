@@ -16,7 +16,6 @@ side in this run are meaningful, absolute rates are not.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -30,8 +29,9 @@ import gymnasium as gym
 import numpy as np
 
 import exposure_env
-from agents.base import atomic_write_text
+from exposure_env.commandline import parse_dataclass
 from exposure_env.env import ExposureEnv
+from exposure_env.io import write_json
 from exposure_env.types import TRACE_FIELDS, TrainingStats, UpdateTrace, WindowResult
 
 
@@ -59,7 +59,7 @@ class _IdleBackend:
 
     def __init__(self) -> None:
         self._stats = TrainingStats(0, 0.5, 0.5, 1.0, 0.3, 1.5, 0.6, -0.8, 1.0, 30.0, 0.4)
-        self._trace = UpdateTrace(*(np.full(4, 0.5) for _ in TRACE_FIELDS))
+        self._trace = UpdateTrace(np.full((len(TRACE_FIELDS), 4), 0.5))
 
     def reset(self, seed: int | None = None) -> TrainingStats:
         self._stats = self._stats._replace(updates_done=0)
@@ -175,24 +175,11 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Args):
-        if f.type in ("tuple[int, ...]",):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, nargs="+", default=f.default)
-        else:
-            kind = {"int": int, "str": str}[f.type]
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
-    values = vars(parser.parse_args(argv))
-    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = parse_dataclass(Args, argv, __doc__)
     result = measure(args)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     try:
         plot(out.with_suffix(".png"), result)
     except ImportError:

@@ -15,30 +15,33 @@ on the students of seeds ``0..seeds-1`` (the ones ``env.reset(seed=s)`` draws) u
   gamed by the transient probe-NLL component (it rewards the rises of the transient and ignores
   its falls).
 
-For every schedule it also reports the episode return in each reward mode, computed by
-:mod:`exposure_env.rewards` on the same traces the env would see. Adaptive schedules are compared
-with the best fixed alpha by the paired difference over the same students and the same noise draws
-(common random numbers; 95% t-interval).
+For every schedule it also reports the episode return in each reward mode. Every run is stepped by
+the episode kernel :mod:`exposure_env.episode`, the code ``ExposureEnv`` runs, on the surrogate's
+batched windows: rewards, the collapse check and episode ends are the env's. A run that diverges
+(collapses) ends there, with the env's penalty, and keeps its last good student. Adaptive schedules
+are compared with the best fixed alpha by the paired difference over the same students and the same
+noise draws (common random numbers; 95% t-interval).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from agents.base import atomic_write_text
+from exposure_env import episode
+from exposure_env.commandline import parse_dataclass
 from exposure_env.config import ExposureEnvConfig
-from exposure_env.rewards import REWARD_MODES, combine_reward, reward_components, window_reward
+from exposure_env.io import atomic_write, write_json
+from exposure_env.rewards import REWARD_MODES, combine_reward, window_reward
+from exposure_env.stats import t_interval
 from exposure_env.surrogate import (
     SurrogateParams,
     SurrogateState,
+    collapse_reason,
     competence,
     expected_accuracy,
     initial_for_seeds,
@@ -46,11 +49,11 @@ from exposure_env.surrogate import (
     tile_state,
     transition,
 )
-from exposure_env.types import TRACE_FIELDS
+from exposure_env.types import TRACE_INDEX, UpdateTrace
 
-PROBE_NLL = TRACE_FIELDS.index("probe_nll")
-MISMATCH = TRACE_FIELDS.index("mismatch")
-REF_LOGPROB = TRACE_FIELDS.index("teacher_ref_logprob")
+PROBE_NLL = TRACE_INDEX["probe_nll"]
+MISMATCH = TRACE_INDEX["mismatch"]
+REF_LOGPROB = TRACE_INDEX["teacher_ref_logprob"]
 
 Schedule = Callable[[int, SurrogateState], np.ndarray]
 
@@ -72,38 +75,54 @@ class Args:
 class RunResult(NamedTuple):
     final: SurrogateState
     returns: dict[str, np.ndarray]  # reward mode -> (B,) episode return
-    mean_mismatch: np.ndarray  # (B,) mean reported mismatch over the run
+    mean_mismatch: np.ndarray  # (B,) mean reported mismatch over the updates of the run
+    diverged: np.ndarray  # (B,) bool: the run collapsed (and ended early)
 
 
 def simulate(params: SurrogateParams, config: ExposureEnvConfig, start: SurrogateState, schedule: Schedule,
              seed: int) -> RunResult:
-    """One run per column of ``start``, rewarded exactly as ``ExposureEnv`` rewards it."""
+    """One run per column of ``start``, stepped by the env's episode kernel (see the module docstring).
+
+    Ended runs stay in the batch (frozen), so every run draws the same noise whatever the others do.
+    """
     rng = np.random.default_rng(seed)
     batch = start.shallow.size
-    state = start
-    l_before = observe(params, state, np.full(batch, params.reset_reveal_ratio), rng).stats[PROBE_NLL]
+    alpha0 = np.full(batch, params.initial_reveal_ratio)
+    observed = observe(params, start, alpha0, rng)
+    state, latent = episode.start(observed.stats, observed.score, alpha0, config), start
     returns = {mode: np.zeros(batch) for mode in REWARD_MODES}
     mismatch_sum = np.zeros(batch)
-    done = 0
+    running, diverged = np.ones(batch, dtype=bool), np.zeros(batch, dtype=bool)
+    reason = np.array(collapse_reason(params), dtype=object)
     for w in range(config.num_decisions):
-        length = min(config.hold_window, config.total_updates - done)
-        window = transition(params, state, schedule(w, state), length, rng)
-        l_trace = window.traces[PROBE_NLL]
-        parts = reward_components(l_before, l_trace, window.traces[REF_LOGPROB], config.gamma)
+        length = int(episode.window_lengths(state, config).max())
+        alpha = schedule(w, latent)
+        window = transition(params, latent, alpha, length, rng)
+        reasons = np.where(window.collapsed, reason, "").astype(object)
+        step = episode.advance(state, episode.Action(alpha, np.zeros(batch, dtype=bool)),
+                               episode.Window(UpdateTrace(window.traces), window.score[:, -1], window.collapsed,
+                                              reasons), config)
         for mode in REWARD_MODES:
-            returns[mode] += combine_reward(mode, parts, config.lambda_gt)
-        mismatch_sum += window.traces[MISMATCH].sum(axis=1)
-        l_before, state, done = l_trace[:, -1], window.state, done + length
-    return RunResult(state, returns, mismatch_sum / config.total_updates)
+            reward = np.where(step.diverged, step.reward, combine_reward(mode, step.components, config.lambda_gt))
+            returns[mode] += np.where(running, reward, 0.0)
+        mismatch_sum += np.where(running & ~step.diverged, window.traces[MISMATCH].sum(axis=1), 0.0)
+        diverged |= running & step.diverged
+        keep = running & ~step.diverged  # runs that go on with the window's outcome
+        state = state.replace_rows(keep, step.state.rows(keep))
+        latent = SurrogateState(np.where(keep, window.state.logit, latent.logit),
+                                np.where(keep, window.state.shallow, latent.shallow))
+        running &= ~step.terminated
+    return RunResult(latent, returns, mismatch_sum / state.updates_done, diverged)
 
 
 def greedy_schedule(params: SurrogateParams, config: ExposureEnvConfig, grid: np.ndarray) -> Schedule:
     """Pick, each window, the grid alpha with the best immediate reward on a noise-free copy."""
-    quiet = params.replace(observation_noise=(0.0,) * len(TRACE_FIELDS), learning_noise=0.0)
+    quiet = params.replace(observation_noise=(0.0,) * len(params.observation_noise), learning_noise=0.0)
 
     def choose(w: int, state: SurrogateState) -> np.ndarray:
         batch = state.shallow.size
-        before = np.tile(observe(quiet, state, np.full(batch, 0.5)).stats[PROBE_NLL], grid.size)
+        before = np.tile(observe(quiet, state, np.full(batch, params.initial_reveal_ratio)).stats[PROBE_NLL],
+                         grid.size)
         look = transition(quiet, tile_state(state, grid.size), np.repeat(grid, batch), config.hold_window,
                           np.random.default_rng(w))
         reward = window_reward("immediate", before, look.traces[PROBE_NLL], look.traces[REF_LOGPROB],
@@ -114,9 +133,9 @@ def greedy_schedule(params: SurrogateParams, config: ExposureEnvConfig, grid: np
 
 
 def interval(x: np.ndarray) -> dict[str, float]:
-    """Mean and 95% t-interval half-width over seeds."""
-    half = float(scipy_stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return {"mean": float(x.mean()), "ci95": half, "low": float(x.mean()) - half, "high": float(x.mean()) + half}
+    """Mean and 95% t-interval over seeds, as the result file stores it."""
+    mean = t_interval(x)
+    return {"mean": mean.mean, "ci95": mean.half_width, "low": mean.low, "high": mean.high}
 
 
 def run_sweep(args: Args) -> dict[str, Any]:
@@ -131,6 +150,7 @@ def run_sweep(args: Args) -> dict[str, Any]:
             "final_score": interval(expected_accuracy(params, result.final)),
             "mean_mismatch": float(result.mean_mismatch.mean()),
             "returns": {mode: interval(value) for mode, value in result.returns.items()},
+            "diverged_runs": int(result.diverged.sum()),
         }
 
     # Every schedule runs as its own batch of the same students with the same noise seed, so run
@@ -148,6 +168,7 @@ def run_sweep(args: Args) -> dict[str, Any]:
             "final_mismatch": float(observe(params, result.final, np.full(batch, alpha)).stats[MISMATCH].mean()),
             "final_competence_per_level": competence(result.final).mean(axis=1).tolist(),
             "returns": {mode: interval(value) for mode, value in result.returns.items()},
+            "diverged_runs": int(result.diverged.sum()),
         })
     best = int(scores.mean(axis=1).argmax())
 
@@ -199,11 +220,9 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
-    """Save atomically (temporary sibling, then rename) and close the figure."""
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    """Save atomically and close the figure."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     fig.clf()
-    tmp.replace(path)
 
 
 def plot(path: Path, result: dict[str, Any]) -> None:
@@ -230,22 +249,12 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=Args.out)
-    parser.add_argument("--seeds", type=int, default=Args.seeds)
-    parser.add_argument("--noise-seed", type=int, default=Args.noise_seed)
-    parser.add_argument("--alphas", type=float, nargs="+", default=Args.alphas)
-    values = vars(parser.parse_args(argv))
-    return Args(**{**values, "alphas": tuple(values["alphas"])})
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = parse_dataclass(Args, argv, __doc__)
     result = run_sweep(args)
     result["table_markdown"] = table(result)
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     try:
         plot(out.with_suffix(".png"), result)
     except ImportError:

@@ -58,7 +58,7 @@ from distill_backend.rollout import (
 )
 from distill_backend.task import Problem, Splits, load_dataset, make_splits, split_dataset
 from distill_backend.warmstart import ensure_warmstart
-from exposure_env.errors import ResetNeededError, check_range
+from exposure_env.errors import ConfigError, ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
 
 STATE_VERSION = 1
@@ -335,7 +335,8 @@ class Qwen3DistillBackend:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"state version must be {STATE_VERSION}; received {state.get('version')!r}")
+            raise ConfigError("state version", str(STATE_VERSION), state.get("version"),
+                              hint="the checkpoint comes from another version of the backend")
         with torch.no_grad():
             for param, saved in zip(self._params, state["params"], strict=True):
                 param.copy_(saved.to(param.device))

@@ -21,6 +21,7 @@ from distill_backend.prompts import PromptConfig
 from distill_backend.task import TaskConfig
 from distill_backend.warmstart import WarmStartConfig
 from exposure_env.errors import ConfigError, check_choice, check_range
+from exposure_env.types import INITIAL_REVEAL_RATIO
 
 TEACHER_MODES: tuple[str, ...] = ("frozen", "current", "ema")
 ROLLOUT_MODES: tuple[str, ...] = ("plain", "motab")
@@ -103,8 +104,9 @@ class BackendConfig:
     """Refresh ``score`` every this many windows (0: only at reset)."""
     probe_batch: int = 32
     """Probe problems whose reference-solution NLL is the probe statistic."""
-    initial_reveal_ratio: float = 1.0
-    """Reveal ratio at which the reset statistics are measured (plain OPSD)."""
+    initial_reveal_ratio: float = INITIAL_REVEAL_RATIO
+    """Reveal ratio at which the reset statistics are measured; every backend's neutral default
+    (:data:`exposure_env.types.INITIAL_REVEAL_RATIO`, which says why 0.5)."""
     collapse_loss: float = 1e-4
     """Collapse: loss below this while rollouts are degenerate (length <= 1 or at the maximum)..."""
     collapse_patience: int = 8

@@ -1,48 +1,30 @@
-"""``ExposureEnv``: one distillation run as a Gymnasium episode."""
+"""``ExposureEnv``: one distillation run as a Gymnasium episode, over any :class:`TrainingBackend`.
+
+A thin adapter: it asks the backend for windows and leaves everything else (actions, observation,
+reward, episode end, info) to the episode kernel :mod:`exposure_env.episode` at batch size one.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, SupportsFloat
+from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from exposure_env import episode
 from exposure_env.config import ExposureEnvConfig
-from exposure_env.errors import InvalidActionError, ResetNeededError
-from exposure_env.rewards import combine_reward, reward_components
-from exposure_env.schema import EMA_SOURCES, advance_ema, build_observation, observation_space
-from exposure_env.types import TRACE_FIELDS, TrainingBackend, TrainingStats, WindowResult
+from exposure_env.errors import ResetNeededError
+from exposure_env.schema import observation_space
+from exposure_env.types import TrainingBackend, UpdateTrace, stats_values
 
 
 def parse_reveal_ratio(action: Any) -> tuple[float, bool]:
-    """Turn an action into a reveal ratio in [0, 1]; returns ``(ratio, was_clipped)``.
-
-    Accepts a float or an array with exactly one element (shape ``()`` or ``(1,)``). NaN, inf,
-    other shapes and non-numeric input raise :class:`InvalidActionError`; finite values outside
-    [0, 1] are clipped, and the clip is reported so a caller can see it.
-    """
-    if type(action) is np.ndarray and action.shape == (1,) and action.dtype.kind == "f":
-        value = float(action[0])  # fast path: what agents and the env checker send
-        if math.isfinite(value):
-            clipped = min(1.0, max(0.0, value))
-            return clipped, clipped != value
-    try:
-        array = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidActionError(
-            f"action must be a reveal ratio: a float or an array of shape (1,) in [0, 1]; received {action!r}"
-        ) from exc
-    if array.shape not in ((), (1,)):
-        raise InvalidActionError(
-            f"action must have shape (1,) (one reveal ratio in [0, 1]); received shape {array.shape}"
-        )
-    value = float(array.reshape(()))
-    if not math.isfinite(value):
-        raise InvalidActionError(f"action must be a finite reveal ratio in [0, 1]; received {value}")
-    clipped = min(1.0, max(0.0, value))
-    return clipped, clipped != value
+    """The reveal ratio of a single env's action and whether it was clipped (see
+    :func:`exposure_env.episode.parse_actions`)."""
+    parsed = episode.parse_actions(action)
+    return float(parsed.alpha[0]), bool(parsed.clipped[0])
 
 
 class ExposureEnv(gym.Env):
@@ -109,17 +91,20 @@ class ExposureEnv(gym.Env):
 
     ## Info
 
-    Every step: ``reveal_ratio`` (applied), ``action_clipped``, ``score``, ``mismatch``,
-    ``updates_done``, ``progress_before`` (``l_0``), ``trace`` (dict of per-update arrays, including
-    ``progress`` and ``grounded``), ``reward_components`` (``immediate``, ``discounted``,
-    ``grounded``), ``diverged`` and ``divergence_reason``. ``reset`` returns the same keys for
-    ``score``, ``mismatch`` and ``updates_done``.
+    Declared once in :mod:`exposure_env.episode` (:class:`~exposure_env.episode.ResetInfo`,
+    :class:`~exposure_env.episode.StepInfo`); the vector env returns the same keys as arrays.
+    ``reset``: ``score``, ``mismatch``, ``updates_done``, ``total_updates``, ``hold_window``,
+    ``num_decisions``. ``step``: those plus ``reveal_ratio`` (applied), ``action_clipped``,
+    ``num_updates``, ``progress_before`` (``l_0``), ``trace`` (the window's
+    :class:`~exposure_env.types.UpdateTrace`: every per-update statistic plus ``progress`` and
+    ``grounded``), ``reward_components`` (``immediate``, ``discounted``, ``grounded``),
+    ``diverged`` and ``divergence_reason``.
 
     ## Arguments
 
     ``ExposureEnv(backend, config)``: any :class:`~exposure_env.types.TrainingBackend` and an
     :class:`~exposure_env.config.ExposureEnvConfig` (``total_updates=200``, ``hold_window=4``,
-    ``reward_mode="discounted"``, ``gamma=0.9``, ``lambda_gt=0.05``, ``progress_signal="probe_nll"``,
+    ``reward_mode="discounted"``, ``gamma=0.9``, ``lambda_gt=0.005``, ``progress_signal="probe_nll"``,
     ``ema_decay=0.9``, ``divergence_penalty=1.0``). Through ``gym.make`` these are plain keyword
     arguments, next to the backend's own.
 
@@ -136,8 +121,7 @@ class ExposureEnv(gym.Env):
         self.config = config if config is not None else ExposureEnvConfig()
         self.action_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.observation_space = observation_space()
-        self._stats: TrainingStats | None = None
-        self._ema = np.zeros(len(EMA_SOURCES))
+        self._state: episode.EpisodeState | None = None
         self._done = True
 
     # -- episode ----------------------------------------------------------------------------
@@ -147,107 +131,49 @@ class ExposureEnv(gym.Env):
         # the env's generator, so successive episodes differ but a seeded env stays reproducible.
         run_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         stats = self.backend.reset(run_seed)
-        self._check_finite(stats)
-        self._stats = stats
-        self._ema = np.array([getattr(stats, name) for name in EMA_SOURCES], dtype=np.float64)
+        bad = [name for name, value in stats._asdict().items() if not math.isfinite(float(value))]
+        if bad:
+            raise RuntimeError(f"backend reset returned non-finite statistics: {', '.join(bad)}")
+        self._state = episode.start(stats_values(stats)[:, None], np.array([stats.score]),
+                                    np.array([stats.reveal_ratio]), self.config)
         self._done = False
-        return self._observation(), self._base_info(stats)
+        return episode.observation(self._state)[0], episode.reset_info(self._state, self.config, 0)
 
     def step(self, action: Any):
-        if self._stats is None:
+        state = self._state
+        if state is None:
             raise ResetNeededError("call reset() before step()")
         if self._done:
             raise ResetNeededError("the episode has ended (terminated); call reset() before step()")
-        reveal_ratio, clipped = parse_reveal_ratio(action)
-        cfg = self.config
-        num_updates = min(cfg.hold_window, cfg.total_updates - self._stats.updates_done)
-        before = self._stats
-        l_before = float(getattr(before, cfg.progress_signal))
-        result: WindowResult = self.backend.run_window(reveal_ratio, num_updates)
-        # One (len(TRACE_FIELDS), n) array serves the finiteness check, the EMAs and the info.
-        traces = np.array(result.trace, dtype=np.float64)
-
-        diverged, reason = result.diverged, result.divergence_reason
-        if not diverged and not (np.isfinite(traces).all() and _stats_finite(result.stats)):
-            diverged, reason = True, "non-finite statistics"
-        if diverged:
-            self._done = True
-            info = self._base_info(before)
-            info.update(reveal_ratio=reveal_ratio, action_clipped=clipped, diverged=True,
-                        divergence_reason=reason, progress_before=l_before, trace={},
-                        reward_components={})
-            return self._observation(), -float(cfg.divergence_penalty), True, False, info
-
-        l_trace = traces[_TRACE_INDEX[cfg.progress_signal]]
-        g_trace = traces[_TRACE_INDEX["teacher_ref_logprob"]]
-        parts = reward_components(l_before, l_trace, g_trace, cfg.gamma)
-        reward = float(combine_reward(cfg.reward_mode, parts, cfg.lambda_gt))
-
-        ema_traces = np.empty((len(EMA_SOURCES), traces.shape[1]))
-        ema_traces[0] = reveal_ratio
-        ema_traces[1:] = traces[_EMA_ROWS]
-        self._ema = advance_ema(self._ema, ema_traces, cfg.ema_decay)
-        self._stats = result.stats
-        terminated = result.stats.updates_done >= cfg.total_updates
+        parsed = episode.parse_actions(action)
+        num_updates = min(self.config.hold_window, self.config.total_updates - int(state.updates_done[0]))
+        result = self.backend.run_window(float(parsed.alpha[0]), num_updates)
+        window = episode.Window(UpdateTrace(result.trace.values[:, None, :]), np.array([result.stats.score]),
+                                np.array([result.diverged]), np.array([result.divergence_reason], dtype=object))
+        step = episode.advance(state, parsed, window, self.config)
+        self._state = step.state
+        terminated = bool(step.terminated[0])
         self._done = terminated
-
-        info = self._base_info(result.stats)
-        trace_info = dict(zip(TRACE_FIELDS, traces))
-        trace_info["progress"] = l_trace
-        trace_info["grounded"] = g_trace
-        info.update(reveal_ratio=reveal_ratio, action_clipped=clipped, diverged=False,
-                    divergence_reason="", progress_before=l_before, trace=trace_info,
-                    reward_components={"immediate": float(parts.immediate),
-                                       "discounted": float(parts.discounted),
-                                       "grounded": float(parts.grounded)})
-        return self._observation(), reward, terminated, False, info
+        return step.observation[0], float(step.reward[0]), terminated, False, episode.step_info(step, self.config, 0)
 
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume this episode later: backend state plus the env's EMAs."""
-        if self._stats is None:
+        """Everything needed to resume this episode later: the backend's state and the env's."""
+        if self._state is None:
             raise ResetNeededError("call reset() before state_dict()")
         return {
             "backend": self.backend.state_dict(),
-            "stats": self._stats._asdict(),
-            "ema": self._ema.copy(),
+            "episode": {name: array.copy() for name, array in self._state._asdict().items()},
             "done": self._done,
             "np_random_state": self.np_random.bit_generator.state,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.backend.load_state_dict(state["backend"])
-        self._stats = TrainingStats(**state["stats"])
-        self._ema = np.array(state["ema"], dtype=np.float64)
+        self._state = episode.EpisodeState(**{name: np.array(value) for name, value in state["episode"].items()})
         self._done = bool(state["done"])
         self.np_random.bit_generator.state = state["np_random_state"]
 
     def close(self) -> None:
         self.backend.close()
         super().close()
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _observation(self) -> np.ndarray:
-        stats = self._stats
-        assert stats is not None
-        progress = stats.updates_done / self.config.total_updates
-        return build_observation(progress, self._ema, stats.confidence, stats.score)
-
-    @staticmethod
-    def _base_info(stats: TrainingStats) -> dict[str, Any]:
-        return {"score": float(stats.score), "mismatch": float(stats.mismatch),
-                "updates_done": int(stats.updates_done)}
-
-    @staticmethod
-    def _check_finite(stats: TrainingStats) -> None:
-        bad = [name for name, value in stats._asdict().items() if not math.isfinite(float(value))]
-        if bad:
-            raise RuntimeError(f"backend reset returned non-finite statistics: {', '.join(bad)}")
-
-
-_TRACE_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
-_EMA_ROWS = [_TRACE_INDEX[name] for name in EMA_SOURCES[1:]]
-
-
-def _stats_finite(stats: TrainingStats) -> bool:
-    return all(math.isfinite(value) for value in stats)

@@ -8,6 +8,7 @@ user scripts working.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -32,8 +33,13 @@ class InvalidActionError(AtesdError, ValueError):
     """An action cannot be interpreted as a reveal ratio (NaN, inf, wrong shape or type)."""
 
 
-class ResetNeededError(AtesdError, RuntimeError):
-    """``step`` was called before ``reset`` or after the episode ended."""
+class NotReadyError(AtesdError, RuntimeError):
+    """An object was used before the call that prepares it (``reset``, ``train`` or ``load``)."""
+
+
+class ResetNeededError(NotReadyError):
+    """``step`` (or ``run_window``, ``state_dict``) was called before ``reset``, or after the episode
+    ended. Both envs and both backends raise it for this misuse."""
 
 
 class BackendUnavailableError(AtesdError, ImportError):
@@ -59,8 +65,6 @@ def check_range(
     Used by every config dataclass's ``__post_init__`` so the wording of range errors is the same
     everywhere.
     """
-    import math
-
     left = "[" if low_inclusive else "("
     right = "]" if high_inclusive else ")"
     lo_text = "-inf" if low is None else f"{low:g}"

@@ -86,8 +86,9 @@ every rise and never charges it for the fall; with ``shallow_gain = 0.3`` an alt
 schedule earned about three times the discounted return of any sensible schedule. At the default
 0.1 (persistence 0.85) it earns less than the best fixed alpha. The teacher's reference log-prob spans
 only -0.3 .. -0.1 for the same reason: with ``lambda_gt = 0.05`` a wider span lets the ``G_gt``
-term alone make full exposure the best-rewarded fixed schedule. Both are parameters to fit to real
-traces. Every parameter is a plain float or tuple so a later issue can fit them.
+term alone make full exposure the best-rewarded fixed schedule (with this span, 0.05 still moves
+the best-rewarded fixed ratio from 0.5 to 0.75: hence the default ``lambda_gt = 0.005``). Both are
+parameters to fit to real traces. Every parameter is a plain float or tuple so a later issue can fit them.
 
 Collapse: when the expected accuracy falls below ``collapse_score`` the run is reported as
 diverged (the env then terminates with its divergence penalty); ``collapse_score = 0`` disables it.
@@ -107,12 +108,17 @@ import numpy as np
 from scipy.special import expit
 
 from exposure_env.config import ExposureEnvConfig, split_env_kwargs
-from exposure_env.errors import ConfigError, check_range
-from exposure_env.types import TRACE_FIELDS, TrainingStats, UpdateTrace, WindowResult
-
-# TrainingStats lists the trace fields right after (updates_done, reveal_ratio) and before score;
-# the backend builds its records positionally from that order.
-assert TrainingStats._fields[2:-1] == TRACE_FIELDS and TrainingStats._fields[-1] == "score"
+from exposure_env.errors import ConfigError, ResetNeededError, check_range
+from exposure_env.types import (
+    INITIAL_REVEAL_RATIO,
+    TRACE_BOUNDS,
+    TRACE_FIELDS,
+    TRACE_INDEX,
+    TrainingStats,
+    UpdateTrace,
+    WindowResult,
+    stats_from_values,
+)
 
 NUM_FEATURES = 6  # (1, S, G, exp(-G / mm_scale), s, alpha): the observation model's inputs
 _UNIFORM_STD = math.sqrt(12.0)  # a uniform variable on [0, 1) scaled by sqrt(12) has unit std
@@ -123,8 +129,8 @@ _UNIFORM_LEVELS = 65536
 _RAW_DRAW_MIN = 4096
 
 # Valid range of every reported statistic (TRACE_FIELDS order); noisy values are clipped into it.
-TRACE_LOW = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -100.0, 0.0, 1.0])
-TRACE_HIGH = np.array([100.0, 100.0, 1.0, 100.0, 1.0, 0.0, np.inf, np.inf])
+TRACE_LOW = np.array([TRACE_BOUNDS[name][0] for name in TRACE_FIELDS])
+TRACE_HIGH = np.array([TRACE_BOUNDS[name][1] for name in TRACE_FIELDS])
 _TRACE_LOW, _TRACE_HIGH = TRACE_LOW[:, None, None], TRACE_HIGH[:, None, None]
 
 
@@ -169,8 +175,9 @@ class SurrogateParams:
     """rho: per-update persistence of the transient component."""
     collapse_score: float = 0.02
     """Expected accuracy below which the run counts as collapsed (diverged); 0 disables."""
-    reset_reveal_ratio: float = 0.5
-    """Reveal ratio the statistics at reset are measured at (no update has been applied yet)."""
+    initial_reveal_ratio: float = INITIAL_REVEAL_RATIO
+    """Reveal ratio the statistics at reset are measured at (no update has been applied yet); the
+    shared neutral default of every backend (:data:`exposure_env.types.INITIAL_REVEAL_RATIO`)."""
     # --- observation model -------------------------------------------------------------------
     loss_floor: float = 0.02
     """Distillation loss (nats/token) at zero gap."""
@@ -244,7 +251,7 @@ class SurrogateParams:
         check_range("mismatch_scale", self.mismatch_scale, 0.0, None, low_inclusive=False)
         check_range("shallow_persistence", self.shallow_persistence, 0.0, 1.0, high_inclusive=False)
         check_range("collapse_score", self.collapse_score, 0.0, 1.0, high_inclusive=False)
-        check_range("reset_reveal_ratio", self.reset_reveal_ratio, 0.0, 1.0)
+        check_range("initial_reveal_ratio", self.initial_reveal_ratio, 0.0, 1.0)
         check_range("mismatch_range", self.mismatch_range, 0.0, 1.0 - self.mismatch_floor)
         check_range("confidence_range", self.confidence_range, 0.0, 1.0 - self.confidence_low)
         check_range("ref_logprob_hidden", self.ref_logprob_hidden, -100.0, 0.0)
@@ -304,14 +311,15 @@ class _Arrays(NamedTuple):
         readout = np.zeros((fields, NUM_FEATURES + fields))
         # columns: 0 const, 1 S, 2 G, 3 exp(-G / mm_scale), 4 s, 5 revealed share (alpha), then one uniform
         # per field
-        readout[0, [0, 2]] = p.loss_floor, p.loss_per_gap
-        readout[1, [0, 2]] = p.tail_floor, p.tail_per_gap
-        readout[2, [0, 3]] = p.mismatch_floor + p.mismatch_range, -p.mismatch_range
-        readout[3, [0, 1, 4]] = p.nll_floor + p.nll_range, -p.nll_range, -1.0
-        readout[4, [0, 1]] = p.confidence_low, p.confidence_range
-        readout[5, [0, 5]] = p.ref_logprob_hidden, p.ref_logprob_shown - p.ref_logprob_hidden
-        readout[6, [0, 2]] = p.grad_floor, p.grad_per_gap
-        readout[7, [0, 1]] = p.length_at_zero, p.length_at_one - p.length_at_zero
+        row = TRACE_INDEX
+        readout[row["loss"], [0, 2]] = p.loss_floor, p.loss_per_gap
+        readout[row["loss_tail"], [0, 2]] = p.tail_floor, p.tail_per_gap
+        readout[row["mismatch"], [0, 3]] = p.mismatch_floor + p.mismatch_range, -p.mismatch_range
+        readout[row["probe_nll"], [0, 1, 4]] = p.nll_floor + p.nll_range, -p.nll_range, -1.0
+        readout[row["confidence"], [0, 1]] = p.confidence_low, p.confidence_range
+        readout[row["teacher_ref_logprob"], [0, 5]] = p.ref_logprob_hidden, p.ref_logprob_shown - p.ref_logprob_hidden
+        readout[row["grad_norm"], [0, 2]] = p.grad_floor, p.grad_per_gap
+        readout[row["rollout_length"], [0, 1]] = p.length_at_zero, p.length_at_one - p.length_at_zero
         # Noise is span * U[0, 1) added by the same matmul; centre it through the constant column.
         span = np.array(p.observation_noise) * _UNIFORM_STD
         readout[:, NUM_FEATURES:] = np.diag(span)
@@ -380,6 +388,8 @@ class SurrogateWindow(NamedTuple):
     """(F, B, n): ``traces[i]`` is the per-update (B, n) array of ``TRACE_FIELDS[i]``."""
     score: np.ndarray
     """(B, n) expected accuracy after each update (noise-free)."""
+    collapsed: np.ndarray
+    """(B,) bool: the expected accuracy at the end of the window is below ``collapse_score``."""
     features: np.ndarray
     """(K, B, n) the observation model's inputs per update: 1, S, G, exp(-G / mismatch_scale), the
     transient s, the revealed share. A view of scratch memory: valid until the next call that
@@ -461,7 +471,12 @@ def transition(
     shallow += target[:, None]
     traces, score = _emit(params, _sigmoid(logit), shown, buffer)
     return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score,
-                           buffer[:NUM_FEATURES])
+                           score[:, -1] < params.collapse_score, buffer[:NUM_FEATURES])
+
+
+def collapse_reason(params: SurrogateParams) -> str:
+    """The divergence reason of a collapsed run."""
+    return f"collapse: expected accuracy below collapse_score {params.collapse_score}"
 
 
 def observe(
@@ -609,22 +624,25 @@ class SurrogateBackend:
     def state(self) -> SurrogateState:
         """The latent state (batch of one); read-only use, e.g. for analysis."""
         if self._state is None:
-            raise RuntimeError("call reset() first")
+            raise ResetNeededError("call reset() before reading the state")
         return self._state
 
     def reset(self, seed: int | None = None) -> TrainingStats:
         self._rng = np.random.default_rng(seed)
         self._state = initial(self.params, self._rng, 1)
         self._updates_done = 0
-        observed = observe(self.params, self._state, np.array([self.params.reset_reveal_ratio]), self._rng)
-        return TrainingStats(0, self.params.reset_reveal_ratio, *observed.stats[:, 0].tolist(),
-                             float(observed.score[0]))
+        alpha = self.params.initial_reveal_ratio
+        observed = observe(self.params, self._state, np.array([alpha]), self._rng)
+        return stats_from_values(0, alpha, observed.stats[:, 0].tolist(), float(observed.score[0]))
 
     def run_window(self, reveal_ratio: float, num_updates: int) -> WindowResult:
         if self._state is None:
-            raise RuntimeError("call reset() before run_window()")
-        if num_updates < 1:
-            raise ValueError(f"num_updates must be an integer >= 1; received {num_updates!r}")
+            raise ResetNeededError("call reset() before run_window()")
+        if not 0.0 <= reveal_ratio <= 1.0:  # also False for NaN
+            raise ConfigError("reveal_ratio", "a number in [0, 1]", reveal_ratio)
+        if type(num_updates) is not int or num_updates < 1:
+            check_range("num_updates", num_updates, 1, None, integer=True)
+            num_updates = int(num_updates)
         alpha = self._alpha
         alpha[0] = reveal_ratio
         window = transition(self.params, self._state, alpha, num_updates, self._rng)
@@ -632,16 +650,14 @@ class SurrogateBackend:
         self._updates_done += num_updates
         traces = window.traces[:, 0]  # (F, n)
         score = float(window.score[0, -1])
-        stats = TrainingStats(self._updates_done, float(reveal_ratio), *traces[:, -1].tolist(), score)
-        if score < self.params.collapse_score:
-            return WindowResult(stats, UpdateTrace(*traces), True,
-                                f"collapse: expected accuracy {score:.4f} < collapse_score "
-                                f"{self.params.collapse_score}")
-        return WindowResult(stats, UpdateTrace(*traces))
+        stats = stats_from_values(self._updates_done, float(reveal_ratio), traces[:, -1].tolist(), score)
+        if window.collapsed[0]:
+            return WindowResult(stats, UpdateTrace(traces), True, collapse_reason(self.params))
+        return WindowResult(stats, UpdateTrace(traces))
 
     def state_dict(self) -> dict[str, Any]:
         if self._state is None:
-            raise RuntimeError("call reset() before state_dict()")
+            raise ResetNeededError("call reset() before state_dict()")
         return {
             "logit": self._state.logit.copy(),
             "shallow": self._state.shallow.copy(),
@@ -651,6 +667,10 @@ class SurrogateBackend:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        keys = ("logit", "shallow", "updates_done", "rng_state", "params")
+        if not isinstance(state, Mapping) or any(k not in state for k in keys) or not isinstance(state["params"], Mapping):
+            raise ConfigError("state", "a SurrogateBackend.state_dict() (keys " + ", ".join(keys) + ")",
+                              sorted(state) if isinstance(state, Mapping) else state)
         params = SurrogateParams.from_dict(state["params"])
         if params != self.params:
             raise ConfigError("params", "the parameters this backend was built with", state["params"],

@@ -1,22 +1,19 @@
 """``SurrogateVectorEnv``: ``num_envs`` surrogate runs stepped as one batch of numpy arrays.
 
-It runs the same :func:`~exposure_env.surrogate.transition` as the single env, and builds its
-observations and rewards with the same pure functions (:func:`~exposure_env.schema.build_observation`,
-:func:`~exposure_env.schema.advance_ema`, :func:`~exposure_env.rewards.reward_components`,
-:func:`~exposure_env.rewards.combine_reward`), so no formula is written twice. It knows nothing
-about any other backend.
+It runs the same :func:`~exposure_env.surrogate.transition` as the single env and the same episode
+kernel (:mod:`exposure_env.episode`), so actions, observations, rewards, episode ends and ``info``
+keys are those of ``gym.make("ATESD-Surrogate-v0")``. What is its own: the batch's shared RNG, the
+autoreset rule and sub-envs whose windows differ in length. It knows nothing about any other backend.
 
 Semantics (Gymnasium 1.x vector API):
 
 - Autoreset is ``AutoresetMode.NEXT_STEP``: the step after a sub-env terminates, that sub-env
   ignores its action, starts a new run and returns the reset observation with reward 0,
   ``terminated = truncated = False``.
-- ``infos`` is a dict of arrays with a leading ``num_envs`` axis: ``score``, ``mismatch``,
-  ``updates_done``, ``reveal_ratio``, ``action_clipped``, ``diverged``, ``progress_before``,
-  ``num_updates`` (updates run this step; 0 for a sub-env that was reset), ``reward_components``
-  (dict of ``immediate``/``discounted``/``grounded`` arrays) and ``trace`` (dict of ``(num_envs,
-  hold_window)`` arrays of every ``TRACE_FIELDS`` entry plus ``progress`` and ``grounded``; entries
-  of a shorter last window and of a reset sub-env are NaN).
+- ``infos`` has the keys of the single env (:class:`~exposure_env.episode.StepInfo`), each an array
+  with a leading ``num_envs`` axis; ``trace`` is an :class:`~exposure_env.types.UpdateTrace` of
+  ``(num_envs, hold_window)`` arrays. Entries of a shorter last window and of a sub-env that was
+  reset this step are NaN (``reveal_ratio`` too; ``num_updates`` is 0 for a reset sub-env).
 - Randomness: one generator for the whole batch, seeded by ``reset(seed=...)``. With
   ``num_envs = 1`` the first episode is identical to ``gym.make("ATESD-Surrogate-v0")`` reset with
   the same seed; later episodes differ (the single env re-seeds its backend from its own generator
@@ -39,25 +36,20 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from exposure_env.errors import InvalidActionError, ResetNeededError, check_range
-from exposure_env.rewards import combine_reward, reward_components
-from exposure_env.schema import EMA_SOURCES, advance_ema, build_observation, observation_space
+from exposure_env import episode
+from exposure_env.errors import ResetNeededError, check_range
+from exposure_env.rewards import RewardComponents
+from exposure_env.schema import observation_space
 from exposure_env.surrogate import (
     SurrogateState,
     Workspace,
+    collapse_reason,
     initial,
     observe,
     split_surrogate_kwargs,
     transition,
 )
-from exposure_env.types import TRACE_FIELDS
-
-_FIELD_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
-# Rows of the trace array that feed the EMAs after the reveal ratio (EMA_SOURCES[0]).
-_EMA_ROWS = [_FIELD_INDEX[name] for name in EMA_SOURCES[1:]]
-_CONFIDENCE = _FIELD_INDEX["confidence"]
-_MISMATCH = _FIELD_INDEX["mismatch"]
-_REF_LOGPROB = _FIELD_INDEX["teacher_ref_logprob"]
+from exposure_env.types import TRACE_FIELDS, UpdateTrace
 
 
 class SurrogateVectorEnv(VectorEnv):
@@ -82,159 +74,109 @@ class SurrogateVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rng: np.random.Generator | None = None
-        self._state: SurrogateState | None = None
+        self._latent: SurrogateState | None = None
+        self._episode: episode.EpisodeState | None = None
         self._workspace = Workspace()
-        n = self.num_envs
-        # Per sub-env end-of-window statistics the observation and the next reward are built from.
-        self._updates = np.zeros(n, dtype=np.int64)
-        self._steps = np.zeros(n, dtype=np.int64)  # env steps of the current episode (for truncation)
-        self._autoreset = np.zeros(n, dtype=bool)
-        self._ema = np.zeros((n, len(EMA_SOURCES)))
-        self._score, self._mismatch = np.zeros(n), np.zeros(n)
-        self._confidence, self._progress = np.zeros(n), np.zeros(n)
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)  # env steps of the current episode
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._no_reasons = np.full(self.num_envs, "", dtype=object)
+        self._collapse_reason = collapse_reason(self.params)
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed if isinstance(seed, int) or seed is None else None)
         self._rng = np.random.default_rng(seed)
-        n = self.num_envs
-        self._state = initial(self.params, self._rng, n)
-        self._updates[:] = 0
+        self._latent, self._episode = self._new_runs(self.num_envs)
         self._steps[:] = 0
         self._autoreset[:] = False
-        alpha = np.full(n, self.params.reset_reveal_ratio)
-        observed = observe(self.params, self._state, alpha, self._rng)
-        self._set_stats(np.ones(n, dtype=bool), alpha, observed.stats, observed.score)
-        info = {"score": self._score.copy(), "mismatch": self._mismatch.copy(),
-                "updates_done": self._updates.copy()}
-        return self._observation(), info
+        return episode.observation(self._episode), episode.reset_info(self._episode, self.config)
 
     def step(self, actions: Any):
-        if self._state is None:
+        if self._episode is None:
             raise ResetNeededError("call reset() before step()")
-        alpha, clipped = self._parse_actions(actions)
-        cfg, n = self.config, self.num_envs
-        rewards = np.zeros(n)
-        terminated = np.zeros(n, dtype=bool)
-        diverged = np.zeros(n, dtype=bool)
+        action = episode.parse_actions(actions, self.num_envs)
         restart = self._autoreset
-        remaining = cfg.total_updates - self._updates
-        num_updates = np.where(restart, 0, np.minimum(cfg.hold_window, remaining))
-        l_before = self._progress.copy()
-        parts = {name: np.zeros(n) for name in ("immediate", "discounted", "grounded")}
-
-        # Sub-envs run windows of at most two lengths (hold_window, and the remainder of the
-        # budget); each length is one batched transition. Usually all rows share one length.
-        first = int(num_updates[0])
-        if (num_updates == first).all():
-            groups = [(slice(None), first)] if first else []
+        lengths = episode.window_lengths(self._episode, self.config)
+        lengths[restart] = 0
+        if not restart.any() and (lengths == lengths[0]).all():
+            step = self._advance(slice(None), int(lengths[0]), action)  # the usual case: one batch
         else:
-            groups = [(np.flatnonzero(num_updates == length), length)
-                      for length in np.unique(num_updates).tolist() if length]
-        if len(groups) == 1 and groups[0][1] == cfg.hold_window and isinstance(groups[0][0], slice):
-            traces = self._run(slice(None), cfg.hold_window, alpha, rewards, parts, terminated, diverged)
-        else:  # shorter windows and reset rows are padded with NaN
-            traces = np.full((len(TRACE_FIELDS), n, cfg.hold_window), np.nan)
-            for rows, length in groups:
-                traces[:, rows, :length] = self._run(rows, length, alpha, rewards, parts, terminated, diverged)
-
-        if restart.any():
-            self._restart(restart)
+            step = self._advance_groups(lengths, action, restart)
+        self._episode = step.state
         self._steps += ~restart
-        truncated = np.zeros(n, dtype=bool)
+        terminated = step.terminated
+        truncated = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps is not None:
             truncated = (self._steps >= self.max_episode_steps) & ~terminated
         self._autoreset = terminated | truncated
-        trace = {name: traces[i] for i, name in enumerate(TRACE_FIELDS)}
-        trace["progress"] = trace[cfg.progress_signal]
-        trace["grounded"] = trace["teacher_ref_logprob"]
-        info = {
-            "score": self._score.copy(), "mismatch": self._mismatch.copy(), "updates_done": self._updates.copy(),
-            "reveal_ratio": np.where(restart, np.nan, alpha), "action_clipped": clipped & ~restart,
-            "diverged": diverged, "progress_before": l_before, "num_updates": num_updates,
-            "reward_components": parts, "trace": trace,
-        }
-        return self._observation(), rewards, terminated, truncated, info
+        return step.observation, step.reward, terminated, truncated, episode.step_info(step, self.config)
 
-    def _run(self, rows, length, alpha, rewards, parts, terminated, diverged) -> np.ndarray:
-        """Advance the sub-envs ``rows`` (index array or ``slice(None)``) by one window of
-        ``length`` updates, writing into the output arrays; returns the (F, rows, length) traces."""
-        cfg, params, state = self.config, self.params, self._state
-        sub = SurrogateState(state.logit[:, rows], state.shallow[rows])
-        window = transition(params, sub, alpha[rows], length, self._rng, self._workspace)
-        t = window.traces  # (F, b, length)
-        score = window.score[:, -1]
-        l_trace = t[_FIELD_INDEX[cfg.progress_signal]]
-        comp = reward_components(self._progress[rows], l_trace, t[_REF_LOGPROB], cfg.gamma)
-        # Non-finite statistics can only come from a non-finite latent state: within a window the
-        # logits move linearly and the transient geometrically, so a finite end state means a
-        # finite window, and the statistics are clipped functions of it. Checking the (D, b)
-        # state is ~100x cheaper than the (F, b, n) traces.
-        new = window.state
-        bad = (score < params.collapse_score) | ~np.isfinite(new.logit.sum(axis=0) + new.shallow)
-        rewards[rows] = np.where(bad, -cfg.divergence_penalty, combine_reward(cfg.reward_mode, comp, cfg.lambda_gt))
-        for name, value in comp._asdict().items():
-            parts[name][rows] = np.where(bad, 0.0, value)
-        diverged[rows] = bad
+    def _advance(self, rows: Any, length: int, action: episode.Action) -> episode.Step:
+        """One window of ``length`` updates for the sub-envs ``rows`` (index array or ``slice(None)``)."""
+        latent = self._latent
+        sub = latent if isinstance(rows, slice) else SurrogateState(latent.logit[:, rows], latent.shallow[rows])
+        if not isinstance(rows, slice):
+            action = episode.Action(action.alpha[rows], action.clipped[rows])
+        window = transition(self.params, sub, action.alpha, length, self._rng, self._workspace)
+        collapsed = window.collapsed
+        reasons = self._no_reasons[rows] if not collapsed.any() else np.where(collapsed, self._collapse_reason, "")
+        state = self._episode if isinstance(rows, slice) else self._episode.rows(rows)
+        step = episode.advance(state, action, episode.Window(UpdateTrace(window.traces), window.score[:, -1],
+                                                             collapsed, reasons.astype(object)), self.config)
+        # A diverged sub-env keeps its last good latent state, as its episode state (the kernel's rule).
+        good = ~step.diverged
+        if good.all():
+            new_logit, new_shallow = window.state
+        else:
+            new_logit = np.where(good, window.state.logit, sub.logit)
+            new_shallow = np.where(good, window.state.shallow, sub.shallow)
+        if isinstance(rows, slice):
+            self._latent = SurrogateState(new_logit, new_shallow)
+        else:
+            latent.logit[:, rows] = new_logit
+            latent.shallow[rows] = new_shallow
+        return step
 
-        # A diverged sub-env keeps its last good statistics (as ExposureEnv does) and terminates.
-        good = ~bad
-        alpha_trace = np.broadcast_to(alpha[rows, None, None], (t.shape[1], 1, length))
-        ema_traces = np.concatenate([alpha_trace, t[_EMA_ROWS].transpose(1, 0, 2)], axis=1)
-        self._ema[rows] = np.where(good[:, None], advance_ema(self._ema[rows], ema_traces, cfg.ema_decay),
-                                   self._ema[rows])
-        state.logit[:, rows] = np.where(good, new.logit, sub.logit)
-        state.shallow[rows] = np.where(good, new.shallow, sub.shallow)
-        last = t[:, :, -1]
-        for target, value in ((self._score, score), (self._mismatch, last[_MISMATCH]),
-                              (self._confidence, last[_CONFIDENCE]), (self._progress, l_trace[:, -1])):
-            target[rows] = np.where(good, value, target[rows])
-        self._updates[rows] += np.where(good, length, 0)
-        terminated[rows] = bad | (self._updates[rows] >= cfg.total_updates)
-        return t
+    def _advance_groups(self, lengths: np.ndarray, action: episode.Action, restart: np.ndarray) -> episode.Step:
+        """Sub-envs desynchronised by a divergence or a reset: one batched window per window length,
+        and new runs for the sub-envs in ``restart``; the per-group steps merged into one."""
+        n, cfg = self.num_envs, self.config
+        state = self._episode
+        reward, terminated, diverged = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        reasons = self._no_reasons.copy()
+        parts = RewardComponents(np.zeros(n), np.zeros(n), np.zeros(n))
+        progress_before = state.progress.copy()
+        num_updates = np.zeros(n, dtype=np.int64)
+        traces = np.full((len(TRACE_FIELDS), n, cfg.hold_window), np.nan)
+        for length in np.unique(lengths[lengths > 0]).tolist():
+            rows = np.flatnonzero(lengths == length)
+            step = self._advance(rows, length, action)
+            state = state.replace_rows(rows, step.state)
+            reward[rows], terminated[rows], diverged[rows] = step.reward, step.terminated, step.diverged
+            reasons[rows] = step.reasons
+            for total, part in zip(parts, step.components):
+                total[rows] = part
+            num_updates[rows] = length
+            traces[:, rows, :length] = step.trace.values
+        if restart.any():
+            latent, fresh = self._new_runs(int(restart.sum()))
+            self._latent.logit[:, restart] = latent.logit
+            self._latent.shallow[restart] = latent.shallow
+            state = state.replace_rows(restart, fresh)
+            self._steps[restart] = 0
+            progress_before[restart] = np.nan
+        alpha = np.where(restart, np.nan, action.alpha)
+        return episode.Step(state, episode.observation(state), reward, terminated, diverged, reasons, parts,
+                            progress_before, episode.Action(alpha, action.clipped & ~restart), num_updates,
+                            UpdateTrace(traces, cfg.progress_signal))
 
-    def _restart(self, mask: np.ndarray) -> None:
-        """Start new runs in the sub-envs of ``mask`` (the NEXT_STEP autoreset)."""
-        count = int(mask.sum())
-        fresh = initial(self.params, self._rng, count)
-        self._state.logit[:, mask] = fresh.logit
-        self._state.shallow[mask] = fresh.shallow
-        self._updates[mask] = 0
-        self._steps[mask] = 0
-        alpha = np.full(count, self.params.reset_reveal_ratio)
-        observed = observe(self.params, fresh, alpha, self._rng)
-        self._set_stats(mask, alpha, observed.stats, observed.score)
-
-    def _set_stats(self, mask: np.ndarray, alpha: np.ndarray, stats: np.ndarray, score: np.ndarray) -> None:
-        """Set the end-of-window statistics and start the EMAs of the sub-envs in ``mask``."""
-        self._ema[mask] = np.concatenate([alpha[None], stats[_EMA_ROWS]]).T
-        self._score[mask] = score
-        self._mismatch[mask] = stats[_MISMATCH]
-        self._confidence[mask] = stats[_CONFIDENCE]
-        self._progress[mask] = stats[_FIELD_INDEX[self.config.progress_signal]]
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _observation(self) -> np.ndarray:
-        progress = self._updates / self.config.total_updates
-        return build_observation(progress, self._ema, self._confidence, self._score)
-
-    def _parse_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            array = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidActionError(
-                f"actions must be reveal ratios of shape ({self.num_envs}, 1); received {actions!r}"
-            ) from exc
-        if array.shape not in ((self.num_envs, 1), (self.num_envs,)):
-            raise InvalidActionError(
-                f"actions must have shape ({self.num_envs}, 1) (one reveal ratio in [0, 1] per sub-env); "
-                f"received shape {array.shape}"
-            )
-        alpha = array.reshape(self.num_envs)
-        if not np.isfinite(alpha).all():
-            raise InvalidActionError(f"actions must be finite reveal ratios in [0, 1]; received {alpha}")
-        clipped_alpha = np.clip(alpha, 0.0, 1.0)
-        return clipped_alpha, clipped_alpha != alpha
+    def _new_runs(self, count: int) -> tuple[SurrogateState, episode.EpisodeState]:
+        """``count`` fresh students and their episode states (reset statistics at the initial ratio)."""
+        latent = initial(self.params, self._rng, count)
+        alpha = np.full(count, self.params.initial_reveal_ratio)
+        observed = observe(self.params, latent, alpha, self._rng)
+        return latent, episode.start(observed.stats, observed.score, alpha, self.config)
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._state = None
+        self._episode = None
+        self._latent = None

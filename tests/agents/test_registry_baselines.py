@@ -8,6 +8,7 @@ from agents.base import RunContext
 from agents.baselines import FixedController, LinearController, RandomController, best_fixed_alpha
 from agents.beta_agent import BetaAgent
 from exposure_env.errors import ConfigError
+from exposure_env.rewards import RewardSettings
 
 
 @pytest.mark.parametrize("spec, allowed_fragment", [
@@ -35,10 +36,12 @@ def test_specs_build_the_right_controllers():
     assert isinstance(make_controller("linear:0.2:1.0"), LinearController)
     assert isinstance(make_controller("random"), RandomController)
     immediate = make_controller("beta:immediate")
-    assert isinstance(immediate, BetaAgent) and immediate.config.lookahead is None
-    assert immediate.config.reward_mode == "immediate"
-    assert make_controller("beta").config.reward_mode == "discounted+gt"
-    assert make_controller("beta:discounted:8").config.lookahead == 8
+    assert isinstance(immediate, BetaAgent) and immediate.config.credit.lookahead is None
+    assert immediate.config.credit.reward_mode == "immediate"
+    full = make_controller("beta").config.credit
+    assert (full.reward_mode, full.lookahead) == ("discounted+gt", 16)
+    assert full.lambda_gt == RewardSettings().lambda_gt and full.gamma == RewardSettings().gamma  # shared settings
+    assert make_controller("beta:discounted:8").config.credit.lookahead == 8
     assert make_controller("beta-carry").trains_before_run and not make_controller("beta").trains_before_run
 
 

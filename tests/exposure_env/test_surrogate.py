@@ -15,11 +15,11 @@ from gymnasium.utils.env_checker import check_env
 import exposure_env
 from exposure_env.errors import ConfigError
 from exposure_env.surrogate import (
+    TRACE_HIGH,
+    TRACE_LOW,
     SurrogateBackend,
     SurrogateParams,
     SurrogateState,
-    TRACE_HIGH,
-    TRACE_LOW,
     competence,
     expected_accuracy,
     initial,
@@ -124,13 +124,13 @@ def test_single_env_is_the_batched_functions_at_batch_size_one():
     stats = backend.reset(5)
     rng = np.random.default_rng(5)
     state = initial(params, rng, 1)
-    observed = observe(params, state, np.array([params.reset_reveal_ratio]), rng)
+    observed = observe(params, state, np.array([params.initial_reveal_ratio]), rng)
     assert stats.loss == observed.stats[0, 0] and stats.score == observed.score[0]
     for alpha in (0.2, 0.8, 1.0):
         result = backend.run_window(alpha, 4)
         window = transition(params, state, np.array([alpha]), 4, rng)
         state = window.state
-        assert np.array_equal(np.stack(result.trace), window.traces[:, 0])
+        assert np.array_equal(result.trace.values, window.traces[:, 0])
         assert result.stats.score == window.score[0, -1]
 
 

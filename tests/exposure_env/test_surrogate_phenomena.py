@@ -21,8 +21,8 @@ from exposure_env.surrogate import (
     competence,
     expected_accuracy,
     initial_for_seeds,
-    stack_states,
     observe,
+    stack_states,
     tile_state,
     transition,
 )

@@ -28,7 +28,7 @@ def test_make_vec_modes_step_through_an_episode(mode):
         obs, info = envs.reset(seed=0)
         assert obs.shape == (3, 8) and envs.observation_space.contains(obs)
         assert np.unique(obs[:, 7]).size == 3  # three different students
-        for step in range(3):
+        for _ in range(3):
             obs, rewards, terminated, truncated, info = envs.step(np.full((3, 1), 0.5, dtype=np.float32))
             assert envs.observation_space.contains(obs)
             assert rewards.shape == (3,) and np.isfinite(rewards).all()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from agents.stats import improvement_interval, iqm, iqm_interval, probability_of_improvement
+from exposure_env.stats import improvement_interval, iqm, iqm_interval, probability_of_improvement
 
 
 def test_iqm_ignores_the_tails():

@@ -1,9 +1,14 @@
-"""Aggregate statistics over seeds, after Agarwal et al. (2021, "Deep RL at the edge of the
-statistical precipice"): interquartile mean, bootstrap CIs and probability of improvement.
+"""Confidence intervals over seeds: the project's one place for them.
 
-rliable is not a dependency; scipy's ``bootstrap`` does the resampling. With a single task the
-"stratified" bootstrap of rliable reduces to resampling seeds, which is what this does.
-Randomness flows from an explicit ``np.random.Generator``.
+- :func:`t_interval`: mean with a Student-t interval (every benchmark table's "mean [95% CI]").
+- After Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"): interquartile
+  mean (:func:`iqm`), percentile-bootstrap CIs (:func:`iqm_interval`) and the probability of
+  improvement (:func:`improvement_interval`). rliable is not a dependency; scipy's ``bootstrap``
+  does the resampling. With a single task the "stratified" bootstrap of rliable reduces to
+  resampling seeds, which is what this does.
+
+Randomness flows from an explicit ``np.random.Generator``. The module knows nothing about what the
+numbers measure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,25 @@ class Interval(NamedTuple):
     value: float
     low: float
     high: float
+
+
+class MeanInterval(NamedTuple):
+    """A mean with a symmetric confidence interval ``mean +- half_width``."""
+
+    mean: float
+    half_width: float
+    low: float
+    high: float
+
+
+def t_interval(values: np.ndarray | list[float], confidence: float = 0.95) -> MeanInterval:
+    """Mean and Student-t confidence interval of independent samples (degenerate for one sample)."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    mean = float(x.mean())
+    if x.size < 2:
+        return MeanInterval(mean, 0.0, mean, mean)
+    half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return MeanInterval(mean, half, mean - half, mean + half)
 
 
 def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
