@@ -11,6 +11,7 @@ bootstrap CI (:mod:`exposure_env.stats`). Outputs in ``out_dir``: ``compare.json
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -173,6 +174,24 @@ def mean_alpha_curves(by_agent: Mapping[str, Sequence[RunSummary]]) -> dict[str,
         length = min(len(s.alphas) for s in runs)
         curves[agent] = np.mean([s.alphas[:length] for s in runs], axis=0).tolist()
     return curves
+
+
+def load_result(path: str | Path) -> tuple[CompareResult, dict[str, list[float]]]:
+    """A ``compare.json`` read back: the result and the mean alpha curves."""
+    payload = json.loads(Path(path).read_text())
+    names = {f.name for f in dataclasses.fields(AgentStats)}
+    rows = [AgentStats(**{k: v for k, v in row.items() if k in names}) for row in payload["agents"].values()]
+    result = CompareResult(payload["env_id"], payload["reference"], payload["seeds"], rows, payload["wall_time_s"],
+                           payload["config"])
+    return result, payload.get("mean_alpha_curves", {})
+
+
+def redraw(path: str | Path) -> None:
+    """Rewrite the Markdown table and the plot next to a saved ``<stem>.json`` (no run)."""
+    path = Path(path)
+    result, curves = load_result(path)
+    atomic_write_text(path.with_suffix(".md"), markdown_table(result))
+    plot_compare(result.agents, curves, result.reference, path.with_suffix(".png"))
 
 
 def write_outputs(result: CompareResult, by_agent: Mapping[str, Sequence[RunSummary]], out: Path,

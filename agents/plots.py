@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from agents.records import AgentStats, RunSummary, display_name
+from agents.registry import FAMILIES, agent_family
 from exposure_env.io import atomic_write
 
 
@@ -35,42 +36,68 @@ def plot_run(summary: RunSummary, path: Path) -> None:
     plt = pyplot()
     fig, ax_alpha = plt.subplots(figsize=(7, 3.5))
     starts = [0] + summary.updates[:-1]
-    ax_alpha.step(starts, summary.alphas, where="post", color="tab:blue", label="reveal ratio alpha")
+    ax_alpha.step(starts, summary.alphas, where="post", color="tab:blue")
     ax_alpha.set_ylim(-0.02, 1.02)
     ax_alpha.set_xlabel("student updates")
-    ax_alpha.set_ylabel("alpha", color="tab:blue")
+    ax_alpha.set_ylabel("reveal ratio alpha (fraction of the reference shown)", color="tab:blue", fontsize=8)
     ax_score = ax_alpha.twinx()
-    ax_score.plot([0] + summary.updates, [summary.initial_score] + summary.scores, color="tab:red", label="score")
-    ax_score.set_ylabel("score", color="tab:red")
-    ax_alpha.set_title(f"{display_name(summary.agent)} on {summary.env_id}, seed {summary.seed}: final score {summary.final_score:.3f}")
+    ax_score.plot([0] + summary.updates, [summary.initial_score] + summary.scores, color="tab:red")
+    ax_score.set_ylabel("score (accuracy, 0-1)", color="tab:red", fontsize=8)
+    ax_alpha.set_title(f"{display_name(summary.agent)} on {summary.env_id}, seed {summary.seed}: "
+                       f"final score {summary.final_score:.3f}", fontsize=9)
     save_figure(fig, path)
+
+
+FAMILY_COLORS = {"fixed": "tab:gray", "schedules": "tab:olive", "learned": "tab:blue"}
+
+
+def curves_to_show(stats: Sequence[AgentStats], reference: str, featured: Sequence[str] = ("beta",)) -> list[str]:
+    """The agents whose alpha curves a reader compares: the reference, the ``featured`` agents that
+    were compared (by default the ATESD agent ``beta``) and the best (highest IQM) agent of each
+    family. The other curves stay in the result JSON."""
+    present = {s.agent for s in stats}
+    chosen = [reference] + [a for a in featured if a in present and a != reference]
+    for family in FAMILIES:
+        members = [s for s in stats if agent_family(s.agent) == family and s.agent not in chosen]
+        if members:
+            chosen.append(max(members, key=lambda s: s.iqm).agent)
+    return chosen
 
 
 def plot_compare(stats: Sequence[AgentStats], mean_alpha_curves: Mapping[str, Sequence[float]],
                  reference: str, path: Path) -> None:
-    """Left: IQM of the final score with 95% CIs. Right: mean alpha over the run per agent."""
+    """Left: IQM of the final score with 95% CIs, grouped by family (fixed / schedules / learned) and
+    sorted by IQM inside each. Right: the mean reveal ratio over the run of the agents of
+    :func:`curves_to_show`."""
     plt = pyplot()
-    fig, (ax_iqm, ax_alpha) = plt.subplots(1, 2, figsize=(12, 0.45 * len(stats) + 2.5))
-    names = [display_name(s.agent) for s in stats]
-    y = range(len(stats))
-    iqm = [s.iqm for s in stats]
-    err = [[s.iqm - s.ci_low for s in stats], [s.ci_high - s.iqm for s in stats]]
-    colors = ["tab:red" if s.agent == reference else "tab:blue" for s in stats]
-    ax_iqm.barh(list(y), iqm, xerr=err, color=colors, alpha=0.8, capsize=3)
-    ax_iqm.set_yticks(list(y), names)
+    ordered = sorted(stats, key=lambda s: (FAMILIES.index(agent_family(s.agent)), -s.iqm))
+    fig, (ax_iqm, ax_alpha) = plt.subplots(1, 2, figsize=(12, 0.4 * len(ordered) + 2.2),
+                                           gridspec_kw={"width_ratios": [1.3, 1]})
+    y = list(range(len(ordered)))
+    colors = [FAMILY_COLORS[agent_family(s.agent)] for s in ordered]
+    err = [[s.iqm - s.ci_low for s in ordered], [s.ci_high - s.iqm for s in ordered]]
+    ax_iqm.barh(y, [s.iqm for s in ordered], xerr=err, color=colors, alpha=0.85, capsize=3)
+    labels = [display_name(s.agent) + ("  (reference)" if s.agent == reference else "") for s in ordered]
+    ax_iqm.set_yticks(y, labels, fontsize=8)
     ax_iqm.invert_yaxis()
-    ax_iqm.set_xlabel("final score: IQM over seeds, 95% bootstrap CI")
-    low = min(s.ci_low for s in stats)
-    high = max(s.ci_high for s in stats)
+    for i in range(1, len(ordered)):  # a line between families
+        if agent_family(ordered[i].agent) != agent_family(ordered[i - 1].agent):
+            ax_iqm.axhline(i - 0.5, color="black", linewidth=0.6)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in FAMILY_COLORS.values()]
+    ax_iqm.legend(handles, list(FAMILY_COLORS), fontsize=7, loc="lower right")
+    ax_iqm.set_xlabel("final score (accuracy, 0-1): IQM over seeds with 95% bootstrap CI")
+    low, high = min(s.ci_low for s in ordered), max(s.ci_high for s in ordered)
     pad = 0.1 * (high - low) + 1e-3
-    ax_iqm.set_xlim(low - pad, high + pad)
-    # tab20 keeps up to 20 agents apart (the default cycle repeats after 10).
-    ax_alpha.set_prop_cycle(color=plt.get_cmap("tab20").colors[: max(1, len(mean_alpha_curves))])
-    for name, curve in mean_alpha_curves.items():
-        x = [(i + 0.5) / len(curve) for i in range(len(curve))]
-        ax_alpha.plot(x, curve, label=display_name(name))
-    ax_alpha.set_xlabel("training progress t/T")
-    ax_alpha.set_ylabel("mean alpha over seeds")
+    ax_iqm.set_xlim(max(0.0, low - pad), min(1.0, high + pad))
+    for index, name in enumerate(curves_to_show(stats, reference)):
+        curve = mean_alpha_curves.get(name)
+        if curve:
+            x = [(i + 0.5) / len(curve) for i in range(len(curve))]
+            ax_alpha.plot(x, curve, label=f"{display_name(name)} ({agent_family(name)})",
+                          color=plt.get_cmap("tab10").colors[index % 10], linestyle="--" if name == reference else "-")
+    ax_alpha.set_xlabel("training progress t/T (fraction of the update budget)")
+    ax_alpha.set_ylabel("reveal ratio alpha, mean over seeds")
     ax_alpha.set_ylim(-0.02, 1.02)
-    ax_alpha.legend(fontsize=7, loc="best")
+    ax_alpha.legend(fontsize=7, loc="best", title="reference, ATESD agent, best of each family", title_fontsize=7)
+    fig.tight_layout()
     save_figure(fig, path)

@@ -40,6 +40,20 @@ SPEC_FORMS: tuple[str, ...] = (
 ALLOWED = "one of " + ", ".join(SPEC_FORMS) + f" (MODE in {', '.join(REWARD_MODES)}; ALPHA, START, END, BEFORE, AFTER, AT in [0, 1])"
 
 
+FAMILIES: tuple[str, ...] = ("fixed", "schedules", "learned")
+"""How a comparison groups agents: constant reveal ratios, hand-made schedules, learned controllers."""
+
+
+def agent_family(spec: str) -> str:
+    """The family of an agent spec (one of :data:`FAMILIES`)."""
+    name = str(spec).strip().partition(":")[0]
+    if name in ("fixed", "best-fixed"):
+        return "fixed"
+    if name in ("linear", "step", "random"):
+        return "schedules"
+    return "learned"
+
+
 def make_controller(spec: str, seed: int = 0, **overrides: Any) -> Controller:
     """Build the controller a spec names. ``overrides`` go to the agent's config (beta / SB3 only).
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from agents.compare import OPSD, CompareConfig, run_compare
+from agents.compare import OPSD, CompareConfig, redraw, run_compare
 from agents.episode import rollout
 from agents.registry import make_controller
 from agents.runner import make_env_factory
@@ -71,6 +71,8 @@ class Args:
     """gym.make kwargs of the real backend for the overhead measurement."""
     runs_dir: str = "runs/compare_controllers"
     """Per-run logs (git-ignored)."""
+    redraw: bool = False
+    """Run nothing: only rewrite the Markdown table and the plot from the result JSON at ``out``."""
 
 
 DEFAULT_AGENTS = (
@@ -185,6 +187,9 @@ def _time_run(env) -> dict[str, Any]:  # noqa: ANN001 - a gym.Env
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_dataclass(Args, argv, __doc__)
     out = Path(args.out)
+    if args.redraw:
+        redraw(out)
+        return json.loads(out.read_text())
     stem = out.stem
     env_kwargs = dict(args.env_kwargs)
     start = time.perf_counter()

@@ -1,15 +1,25 @@
-"""How fast is the surrogate env, against CartPole and as a native batch?
+"""How fast is the surrogate env: against CartPole, inside an SB3 PPO run, and as a native batch?
 
     python -m benchmarks.env_throughput --out benchmarks/results/env_throughput.json
 
-In one process: env steps/s of ``ATESD-Surrogate-v0`` and of ``CartPole-v1``, both built with
-``gym.make`` (default wrappers) and stepped the same number of times with resets on episode end,
-in interleaved repeats (median of the repeats; the batched runs are interleaved too); their ratio;
-env-steps/s of the native batched surrogate (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at 1, 64 and 1024 envs.
+In one process, all timing the code users run:
+
+1. Env steps/s of ``ATESD-Surrogate-v0`` and of ``CartPole-v1``, both built with ``gym.make``
+   (default wrappers) and stepped the same number of times with resets on episode end, in
+   interleaved repeats (median of the repeats); their ratio (``ratio_vs_cartpole``).
+2. The wall time of the same Stable-Baselines3 PPO training run (default hyper-parameters, CPU, one
+   torch thread, ``ppo_timesteps`` steps) on ``ATESD-Surrogate-v0`` (through
+   ``exposure_env.symmetric_actions``, as the SB3 agents use it), on ``CartPole-v1``, and on
+   ``Pendulum-v1`` (a continuous-action reference: SB3's Gaussian policy costs more per step than
+   CartPole's categorical one), interleaved; ``ppo_wall_ratio_vs_cartpole``.
+3. Env-steps/s of the native batched surrogate (``gym.make_vec(..., vectorization_mode=
+   "vector_entry_point")``) at 1, 64 and 1024 envs, interleaved with part 1.
+
 As a diagnostic it also times :class:`~exposure_env.env.ExposureEnv` over a backend that does no
 work, which separates the env's own cost per step from the surrogate backend's.
 
-Goals from the issue: ``ratio_vs_cartpole >= 1`` and ``batched_ratio_1024_vs_single >= 100``
+Goals (issue 12): ``ppo_wall_ratio_vs_cartpole <= 1.1`` (the env is invisible in the agent's cost),
+with the raw step ratio reported next to it, and ``batched_ratio_1024_vs_single >= 100``
 (``batched["1024"] / surrogate_steps_per_s``). The machine is shared: only ratios measured side by
 side in this run are meaningful, absolute rates are not.
 """
@@ -29,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 import exposure_env
+from agents.plots import pyplot, save_figure
 from exposure_env.commandline import parse_dataclass
 from exposure_env.env import ExposureEnv
 from exposure_env.io import write_json
@@ -51,7 +62,11 @@ class Args:
     """Env steps (summed over the batch) per timed repeat of a batched measurement (between 50 and
     ``steps / 4`` batch steps)."""
     seed: int = 0
-    """Seed of the envs and of the random actions."""
+    """Seed of the envs, of the random actions and of PPO."""
+    ppo_timesteps: int = 8192
+    """Env steps of each timed PPO training run (0 skips the PPO part)."""
+    ppo_repeats: int = 3
+    """Interleaved repeats of the PPO runs; the median is reported."""
 
 
 class _IdleBackend:
@@ -105,6 +120,46 @@ def time_batched(num_envs: int, env_steps: int, max_batch_steps: int, seed: int)
     return batch_steps * num_envs / elapsed
 
 
+PPO_ENVS: dict[str, Callable[[], gym.Env]] = {
+    "surrogate": lambda: exposure_env.symmetric_actions(gym.make(exposure_env.SURROGATE_ID)),
+    "cartpole": lambda: gym.make("CartPole-v1"),
+    "pendulum": lambda: gym.make("Pendulum-v1"),
+}
+
+
+def time_ppo(args: Args) -> dict[str, Any]:
+    """Wall time of ``model.learn(ppo_timesteps)`` per env (see the module docstring)."""
+    try:
+        import torch
+        from stable_baselines3 import PPO
+    except ImportError as exc:  # the sb3 extra is optional
+        return {"measured": False, "reason": f"{type(exc).__name__}: {exc}"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    walls: dict[str, list[float]] = {name: [] for name in PPO_ENVS}
+    try:
+        for _ in range(args.ppo_repeats):
+            for name, make in PPO_ENVS.items():
+                model = PPO("MlpPolicy", make(), seed=args.seed, device="cpu", verbose=0)
+                start = time.perf_counter()
+                model.learn(total_timesteps=args.ppo_timesteps)
+                walls[name].append(time.perf_counter() - start)
+                model.env.close()
+    finally:
+        torch.set_num_threads(threads)
+    median = {name: statistics.median(v) for name, v in walls.items()}
+    return {
+        "measured": True,
+        "wall_s": median,
+        "ppo_wall_ratio_vs_cartpole": median["surrogate"] / median["cartpole"],
+        "pendulum_wall_ratio_vs_cartpole": median["pendulum"] / median["cartpole"],
+        "median_of_repeat_ratios": statistics.median(s / c for s, c in zip(walls["surrogate"], walls["cartpole"])),
+        "repeats": walls,
+        "settings": {"algorithm": "PPO", "policy": "MlpPolicy", "hyper_parameters": "SB3 defaults",
+                     "timesteps": args.ppo_timesteps, "torch_threads": 1},
+    }
+
+
 def measure(args: Args) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     surrogate_actions = list(rng.random((args.steps, 1)).astype(np.float32))
@@ -125,6 +180,7 @@ def measure(args: Args) -> dict[str, Any]:
         for n in args.batch_sizes:
             batched_rates[str(n)].append(time_batched(n, args.batched_env_steps, max(50, args.steps // 4), args.seed))
 
+    ppo = time_ppo(args) if args.ppo_timesteps > 0 else {"measured": False, "reason": "ppo_timesteps = 0"}
     surrogate = statistics.median(rates["surrogate"])
     cartpole = statistics.median(rates["cartpole"])
     idle = statistics.median(rates["idle_backend"])
@@ -134,9 +190,11 @@ def measure(args: Args) -> dict[str, Any]:
         "surrogate_steps_per_s": surrogate,
         "cartpole_steps_per_s": cartpole,
         "ratio_vs_cartpole": surrogate / cartpole,
+        "ppo_wall_ratio_vs_cartpole": ppo.get("ppo_wall_ratio_vs_cartpole"),
         "batched": batched,
         f"batched_ratio_{largest}_vs_single": batched[largest] / surrogate,
-        "goals": {"ratio_vs_cartpole": 1.0, f"batched_ratio_{largest}_vs_single": 100.0},
+        "goals": {"ppo_wall_ratio_vs_cartpole": "<= 1.1", f"batched_ratio_{largest}_vs_single": ">= 100"},
+        "ppo": ppo,
         "diagnostics": {
             "idle_backend_exposure_env_steps_per_s": idle,
             "us_per_step": {"surrogate": 1e6 / surrogate, "cartpole": 1e6 / cartpole,
@@ -159,20 +217,29 @@ def measure(args: Args) -> dict[str, Any]:
 
 
 def plot(path: Path, result: dict[str, Any]) -> None:
-    from benchmarks.surrogate_sweep import pyplot, save_figure
-
     plt = pyplot()
+    ppo = result["ppo"]
+    fig, axes = plt.subplots(1, 2 if ppo["measured"] else 1, figsize=(11 if ppo["measured"] else 6, 3.6),
+                             squeeze=False)
+    ax = axes[0, 0]
     labels = ["CartPole-v1", "Surrogate-v0"] + [f"batched x{n}" for n in result["batched"]]
     values = [result["cartpole_steps_per_s"], result["surrogate_steps_per_s"], *result["batched"].values()]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(labels, values, color=["grey", "tab:blue"] + ["tab:green"] * len(result["batched"]))
     ax.set_yscale("log")
-    ax.set_ylabel("env steps / s (log)")
-    ax.set_title(f"ratio vs CartPole {result['ratio_vs_cartpole']:.2f}; "
-                 f"batched x1024 / single {result.get('batched_ratio_1024_vs_single', float('nan')):.0f}")
+    ax.set_ylabel("env steps per second (log scale)")
+    largest = max(result["batched"], key=int)
+    ax.set_title(f"single env: {result['ratio_vs_cartpole']:.2f}x CartPole's steps/s; "
+                 f"batched x{largest}: {result[f'batched_ratio_{largest}_vs_single']:.0f}x single", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    if ppo["measured"]:
+        ax = axes[0, 1]
+        names = {"cartpole": "CartPole-v1", "pendulum": "Pendulum-v1", "surrogate": "Surrogate-v0"}
+        ax.bar([names[k] for k in names], [ppo["wall_s"][k] for k in names], color=["grey", "silver", "tab:blue"])
+        ax.set_ylabel(f"SB3 PPO wall time for {ppo['settings']['timesteps']} steps (s)")
+        ax.set_title(f"PPO on the surrogate: {ppo['ppo_wall_ratio_vs_cartpole']:.2f}x the wall time on CartPole",
+                     fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -184,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot(out.with_suffix(".png"), result)
     except ImportError:
         pass  # matplotlib is optional; the JSON is the result
-    summary = {k: result[k] for k in ("surrogate_steps_per_s", "cartpole_steps_per_s", "ratio_vs_cartpole", "batched")}
+    summary = {k: result[k] for k in ("surrogate_steps_per_s", "cartpole_steps_per_s", "ratio_vs_cartpole",
+                                      "ppo_wall_ratio_vs_cartpole", "batched")}
     print(json.dumps(summary, indent=2))
     return result
 

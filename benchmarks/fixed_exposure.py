@@ -31,11 +31,9 @@ update budget every run actually spent, and ``G_gt`` by alpha (the statistic mus
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -43,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
+from exposure_env.io import atomic_write, write_json
+from exposure_env.stats import t_interval
 
 # Args fields that do not change what a run computes (ignored when matching stored runs).
 _NON_RESULT_FIELDS = ("workers", "threads", "resummarize", "out", "schedules", "alphas", "seeds", "seed_offset",
@@ -72,6 +71,9 @@ class Args:
     """Student updates per run (the same budget for every alpha and schedule)."""
     hold_window: int = 4
     """Updates per env step."""
+    eval_every: int = 1
+    """In-run evaluation (the env's ``score``) every this many windows: the score trajectory the
+    surrogate calibration fits. 0: only at reset (the final evaluation below is separate)."""
     final_eval_size: int = 600
     """Test problems of the final evaluation."""
     final_eval_k: int = 8
@@ -91,12 +93,13 @@ class Args:
 def _env_kwargs(args: Args) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(total_updates=args.total_updates, hold_window=args.hold_window)
     if args.env.startswith("ATESD-Qwen3"):
-        kwargs["eval_every"] = 0  # the in-run score is not needed; the final evaluation is separate
+        kwargs["eval_every"] = args.eval_every
     kwargs.update(json.loads(args.env_kwargs))
     return kwargs
 
 
-def _spec(alpha: float) -> str:
+def fixed_spec(alpha: float) -> str:
+    """The agent spec of a fixed reveal ratio."""
     return f"fixed:{alpha:g}"
 
 
@@ -165,23 +168,17 @@ def _write_trace(args: Args, spec: str, seed: int, lines: list[str]) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
     path = folder / f"{safe}_seed{seed}.jsonl.gz"
-    tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as handle:  # mtime=0 would need GzipFile; content is what matters
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)))
     return path.as_posix()
 
 
 def mean_ci(values: list[float]) -> tuple[float, list[float]]:
-    """Mean and 95% t-interval (degenerate interval for a single value)."""
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if len(x) == 0:
+    """Mean and 95% t-interval of the finite values (``(nan, [])`` when there is none)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
         return float("nan"), []
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, [mean, mean]
-    half = float(scipy_stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return mean, [mean - half, mean + half]
+    interval = t_interval(finite)
+    return interval.mean, [interval.low, interval.high]
 
 
 def _paired(runs: list[dict], reference: dict[int, float], key: str = "score") -> tuple[float, list[float]]:
@@ -197,7 +194,7 @@ def _level_best(summary: dict[str, Any], level: str, alphas: list[float]) -> flo
 def summarize(args: Args, runs: list[dict[str, Any]], warmstart: dict[str, Any] | None = None) -> dict[str, Any]:
     alphas = list(args.alphas)
     base = [r for r in runs if r["spec"] is None]
-    by_alpha = {a: [r for r in runs if r["spec"] == _spec(a)] for a in alphas}
+    by_alpha = {a: [r for r in runs if r["spec"] == fixed_spec(a)] for a in alphas}
     out: dict[str, Any] = {"args": asdict(args), "alphas": alphas, "warmstart": warmstart, "runs": runs}
     for key, name in (("score", "final_score"), ("greedy", "final_greedy"), ("mismatch", "mismatch"),
                       ("loss_tail", "loss_tail"), ("loss", "loss"), ("teacher_ref_logprob", "g_gt")):
@@ -295,24 +292,6 @@ def _claims(out: dict[str, Any], alphas: list[float], by_alpha: dict[float, list
     return claims
 
 
-def _finite_or_none(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def _write(path: Path, summary: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_none(summary), indent=2, default=float))
-    os.replace(tmp, path)
-
-
 def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -343,10 +322,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax3.set(xlabel="fixed reveal ratio alpha", ylabel="G_gt: teacher log-prob of the reference (nats/token)",
             title="grounding statistic")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _warmstart_report(args: Args) -> dict[str, Any] | None:
@@ -381,22 +358,20 @@ def _stored_runs(args: Args) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = dataclass_parser(Args, __doc__.split("\n\n")[0])
-    args = args_from_namespace(Args, parser.parse_args(argv))
-    args = dataclasses.replace(args, alphas=tuple(float(a) for a in args.alphas))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     out = Path(args.out)
     if args.resummarize:
         stored = json.loads(out.read_text())
         summary = summarize(args, stored["runs"], stored.get("warmstart"))
         summary["wall_time"] = stored.get("wall_time")
-        _write(out, summary)
+        write_json(out, summary)
         plot(summary, out.with_suffix(".png"))
         return summary
     runs = _stored_runs(args)
     warmstart = _warmstart_report(args)  # builds the (cached) warm start once, before the workers need it
     done = {(r["spec"], r["seed"]) for r in runs}
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
-    jobs = [(None, s) for s in seeds] + [(_spec(a), s) for s in seeds for a in args.alphas]
+    jobs = [(None, s) for s in seeds] + [(fixed_spec(a), s) for s in seeds for a in args.alphas]
     jobs += [(spec, s) for s in seeds for spec in args.schedules]
     jobs = [job for job in jobs if job not in done]
     start = time.perf_counter()
@@ -410,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"greedy {last['greedy']:.3f} mismatch {last['mismatch']:.3f} ({last['wall_time']:.0f}s)", flush=True)
             summary = summarize(args, runs, warmstart)
             summary["wall_time"] = time.perf_counter() - start
-            _write(out, summary)
+            write_json(out, summary)
     plot(summary, out.with_suffix(".png"))
     return summary
 

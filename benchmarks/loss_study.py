@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import fixed_exposure as fx
-from benchmarks.common import args_from_namespace, dataclass_parser
+from exposure_env.commandline import parse_dataclass
+from exposure_env.io import write_json
 
 DEFAULT_ARMS = json.dumps([
     {"name": "forward KL, clip 0.05 (paper)", "kwargs": {"loss": "forward_kl", "tau": 0.05}},
@@ -64,7 +65,7 @@ class Args:
 def _run_args(args: Args, kwargs: dict[str, Any]) -> fx.Args:
     return fx.Args(alphas=(args.alpha,), seeds=args.seeds, total_updates=args.total_updates,
                    final_eval_size=args.final_eval_size, final_eval_k=args.final_eval_k,
-                   env_kwargs=json.dumps(kwargs), no_traces=True, out=args.out)
+                   env_kwargs=json.dumps(kwargs), no_traces=True, eval_every=0, out=args.out)
 
 
 def clip_share(kwargs: dict[str, Any], seed: int) -> float:
@@ -77,7 +78,7 @@ def clip_share(kwargs: dict[str, Any], seed: int) -> float:
     torch.set_num_threads(1)
     losses = []
     for tau in (kwargs["tau"], None):
-        env = gym.make("ATESD-Qwen3-v0", eval_every=0, **{**kwargs, "tau": tau})  # reset measures at alpha 1
+        env = gym.make("ATESD-Qwen3-v0", eval_every=0, initial_reveal_ratio=1.0, **{**kwargs, "tau": tau})
         env.reset(seed=seed)
         losses.append(env.unwrapped.backend._stats.loss)
         env.close()
@@ -87,8 +88,9 @@ def clip_share(kwargs: dict[str, Any], seed: int) -> float:
 def summarize(args: Args, runs: list[dict[str, Any]], clip: dict[str, float]) -> dict[str, Any]:
     base = {r["seed"]: r for r in runs if r["arm"] is None}
     rows = []
+    lrs = sorted({*args.lrs, *(lr for r in runs if r["arm"] for lr in [r["arm"].rsplit(", lr ", 1)[1]])}, key=float)
     for arm in json.loads(args.arms):
-        for lr in args.lrs:
+        for lr in lrs:
             name = f"{arm['name']}, lr {lr}"
             mine = [r for r in runs if r["arm"] == name]
             if not mine:
@@ -110,9 +112,12 @@ def summarize(args: Args, runs: list[dict[str, Any]], clip: dict[str, float]) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = args_from_namespace(Args, dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv))
+    args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     path = Path(args.out)
     stored = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("alpha", "total_updates", "final_eval_size", "final_eval_k"):
+        if stored and stored["args"][key] != getattr(args, key):
+            raise SystemExit(f"{path} holds runs with {key}={stored['args'][key]}; choose another --out or delete it")
     runs: list[dict[str, Any]] = stored.get("runs", [])
     clip: dict[str, float] = stored.get("clip_share_of_loss", {})
     done = {(r["arm"], r["seed"]) for r in runs}
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     summary = summarize(args, runs, clip)
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fx.run_one, _run_args(args, kwargs), None if name is None else fx._spec(args.alpha),
+        futures = {pool.submit(fx.run_one, _run_args(args, kwargs), None if name is None else fx.fixed_spec(args.alpha),
                                seed): name for name, kwargs, seed in jobs}
         for future in as_completed(futures):
             result = future.result() | {"arm": futures[future]}
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"({result['wall_time']:.0f}s)", flush=True)
             summary = summarize(args, runs, clip)
             summary["wall_time"] = time.perf_counter() - start + stored.get("wall_time", 0.0)
-            fx._write(path, summary)
+            write_json(path, summary)
     return summary
 
 

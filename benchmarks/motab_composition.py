@@ -79,7 +79,7 @@ def sweep_args(args: Args, rollout: str):
     return SweepArgs(env="ATESD-Qwen3-v0", alphas=tuple(float(a) for a in args.alphas), seeds=args.seeds,
                      total_updates=args.total_updates, hold_window=args.hold_window,
                      final_eval_size=args.final_eval_size, final_eval_k=args.final_eval_k,
-                     env_kwargs=json.dumps(env_kwargs), threads=args.threads, out=args.out)
+                     env_kwargs=json.dumps(env_kwargs), threads=args.threads, out=args.out, no_traces=True)
 
 
 def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from benchmarks.fixed_exposure import run_one
+    from benchmarks.fixed_exposure import fixed_spec, run_one
     from benchmarks.motab import write_json_atomic
 
     args = parse_args(argv)
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         jobs = [("warm_start", None)] + [(r, float(a)) for a in args.alphas for r in ROLLOUTS]
         for rollout, alpha in jobs:
             sweep = sweep_args(args, "plain" if rollout == "warm_start" else rollout)
-            result = run_one(sweep, alpha, seed)
-            result.update(rollout=rollout, env_kwargs=sweep.env_kwargs)
+            result = run_one(sweep, None if alpha is None else fixed_spec(alpha), seed)
+            result.update(rollout=rollout, alpha=alpha, env_kwargs=sweep.env_kwargs)
             runs.append(result)
             print(f"seed {seed} {rollout:10s} alpha={alpha}: score {result['score']:.3f} "
                   f"({result['wall_time']:.0f}s)", flush=True)

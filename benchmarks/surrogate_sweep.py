@@ -32,16 +32,18 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from agents.plots import pyplot, save_figure
 from exposure_env import episode
 from exposure_env.commandline import parse_dataclass
 from exposure_env.config import ExposureEnvConfig
-from exposure_env.io import atomic_write, write_json
+from exposure_env.io import write_json
 from exposure_env.rewards import REWARD_MODES, combine_reward, window_reward
 from exposure_env.stats import t_interval
 from exposure_env.surrogate import (
     SurrogateParams,
     SurrogateState,
     collapse_reason,
+    collapsed,
     competence,
     expected_accuracy,
     initial_for_seeds,
@@ -98,10 +100,10 @@ def simulate(params: SurrogateParams, config: ExposureEnvConfig, start: Surrogat
         length = int(episode.window_lengths(state, config).max())
         alpha = schedule(w, latent)
         window = transition(params, latent, alpha, length, rng)
-        reasons = np.where(window.collapsed, reason, "").astype(object)
+        down = collapsed(params, window.score[:, -1])
         step = episode.advance(state, episode.Action(alpha, np.zeros(batch, dtype=bool)),
-                               episode.Window(UpdateTrace(window.traces), window.score[:, -1], window.collapsed,
-                                              reasons), config)
+                               episode.Window(UpdateTrace(window.traces), window.score[:, -1], down,
+                                              np.where(down, reason, "").astype(object)), config)
         for mode in REWARD_MODES:
             reward = np.where(step.diverged, step.reward, combine_reward(mode, step.components, config.lambda_gt))
             returns[mode] += np.where(running, reward, 0.0)
@@ -209,22 +211,6 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (imported lazily: plotting is optional)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:  # noqa: ANN001 - a matplotlib Figure
-    """Save atomically and close the figure."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
-    fig.clf()
-
-
 def plot(path: Path, result: dict[str, Any]) -> None:
     plt = pyplot()
     alphas = [r["alpha"] for r in result["fixed"]]
@@ -237,16 +223,15 @@ def plot(path: Path, result: dict[str, Any]) -> None:
             ax.axhline(row["final_score"]["mean"], linestyle="--", linewidth=1, label=name,
                        color={"ramp_0.2_to_1.0": "tab:green", "ramp_0.25_to_0.75": "tab:olive",
                               "competence_driven": "tab:purple"}.get(name, "tab:red"))
-    ax.set_xlabel("reveal ratio alpha")
-    ax.set_ylabel("final expected accuracy")
+    ax.set_xlabel("reveal ratio alpha (fraction of the reference shown)")
+    ax.set_ylabel("final expected accuracy (0-1)")
     twin = ax.twinx()
     twin.plot(alphas, [r["mean_mismatch"] for r in result["fixed"]], color="grey", marker="s", label="mismatch")
-    twin.set_ylabel("mean mismatch", color="grey")
+    twin.set_ylabel("mean top-1 mismatch (fraction of tokens)", color="grey")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(f"ATESD-Surrogate-v0, {result['config']['seeds']} seeds (95% CI)")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -3,18 +3,20 @@
 One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` runs it:
 
 1. draw ``questions_per_update`` training questions (epoch-wise permutation, position saved);
-2. sample ``rollouts_per_question`` completions per question from the student prompt, with the KV
-   cache and the backend's own ``torch.Generator`` (no grad);
-3. score the same completion tokens twice: the teacher from ``teacher_prompt(x, y*, alpha)`` under
-   ``no_grad`` (frozen initial weights by default; the live student or an EMA as options; with LoRA
-   the frozen teacher is the adapter-disabled model), the student from ``student_prompt(x)``;
-4. distillation loss over completion tokens (:mod:`distill_backend.losses`), AdamW step with
-   gradient-norm clipping;
+2. sample ``rollouts_per_question`` completions per question from the student prompt with the one
+   decoder (:func:`distill_backend.rollout.sample_completions`: KV cache, the backend's own
+   ``torch.Generator``, no grad; each prompt is encoded and prefilled once for all its rollouts);
+3-4. the update step (:func:`distill_backend.opsd_step.opsd_step`): the teacher scores the
+   completion tokens from ``teacher_prompt(x, y*, alpha)`` under ``no_grad`` (frozen initial
+   weights by default; the live student or an EMA as options; with LoRA the frozen teacher is the
+   adapter-disabled model), the student from ``student_prompt(x)``; the distillation loss
+   (:mod:`distill_backend.losses`, fused with the output projection, so no batch x length x
+   vocabulary tensor exists); AdamW step with gradient-norm clipping;
 5. statistics: loss, its 90th percentile, top-1 mismatch, student confidence, probe NLL of reference
-   solutions on a fixed probe batch, the teacher's mean log-prob of those reference solutions
-   when prompted at the current exposure (``teacher_ref_logprob``, the grounding statistic
-   ``G_gt`` of the reward; computed once per reveal ratio while the teacher is frozen), pre-clip
-   gradient norm, mean rollout length.
+   solutions on a fixed probe batch (encoded once; re-measured every ``probe_every`` updates), the
+   teacher's mean log-prob of those reference solutions when prompted at the current exposure
+   (``teacher_ref_logprob``, the grounding statistic ``G_gt`` of the reward; computed once per
+   reveal ratio while the teacher is frozen), pre-clip gradient norm, mean rollout length.
 
 With ``rollout="motab"`` a step 2b runs between 2 and 3: the teacher (same model and prompt as in
 step 3) monitors each rollout; a strayed one is rewound to its root cause and finished by the
@@ -39,24 +41,36 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from distill_backend.config import BackendConfig
-from distill_backend.evaluation import EvalConfig, EvalResult, evaluate_prompts, reference_logprob
-from distill_backend.models import load_causal_lm
-from distill_backend.motab.composition import MotabOpsdBatch, completion_lists, motab_opsd_batch, motab_opsd_loss
-from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo
-from distill_backend.prompts import student_prompt, teacher_prompt
-from distill_backend.rollout import (
-    completion_logits,
-    encode_prompts,
-    sample_completions,
+from distill_backend.evaluation import (
+    EvalConfig,
+    EvalResult,
+    batch_logprob,
+    evaluate_prompts,
+    reference_batch,
 )
-from distill_backend.task import Problem, Splits, load_dataset, make_splits, split_dataset
+from distill_backend.models import load_causal_lm
+from distill_backend.motab.composition import (
+    MotabOpsdBatch,
+    completion_lists,
+    motab_opsd_batch,
+)
+from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo
+from distill_backend.opsd_step import StepBatch, opsd_step
+from distill_backend.prompts import student_prompt, teacher_prompt
+from distill_backend.rollout import encode_prompts, sample_completions
+from distill_backend.task import (
+    Problem,
+    Splits,
+    load_dataset,
+    make_splits,
+    split_dataset,
+)
 from distill_backend.warmstart import ensure_warmstart
 from exposure_env.errors import ConfigError, ResetNeededError, check_range
 from exposure_env.types import TrainingStats, UpdateTrace, WindowResult
@@ -84,7 +98,9 @@ class Qwen3DistillBackend:
         self.generator = torch.Generator(device=self.device)
         self._np_rng = np.random.default_rng(cfg.seed)
         self._probe: tuple[Problem, ...] = self.splits.probe[: cfg.probe_batch]
-        self._probe_prompts = self._student_prompts(self._probe)
+        # Encoded once: the probe statistic re-scores the same references after every update.
+        self._probe_batch = reference_batch(self.tokenizer, self._student_prompts(self._probe), self._probe,
+                                            self.device)
         self._ref_logprob_cache: dict[float, float] = {}
         self.eval_problems: tuple[Problem, ...] = self.splits.test[: cfg.eval_size]
         self.last_eval: EvalResult | None = None
@@ -109,7 +125,7 @@ class Qwen3DistillBackend:
         return make_splits(task)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self._params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(self._params, lr=self.config.effective_lr, weight_decay=self.config.weight_decay)
 
     def _student_prompts(self, problems: Sequence[Problem]) -> list[str]:
         return [student_prompt(p.problem, self.tokenizer, self.prompts) for p in problems]
@@ -145,7 +161,7 @@ class Qwen3DistillBackend:
     # -- statistics -------------------------------------------------------------------------
     def _probe_nll(self) -> float:
         """Student NLL per token of the probe set's reference solutions (the progress signal)."""
-        return -reference_logprob(self.model, self.tokenizer, self._probe_prompts, self._probe, self.device)
+        return -batch_logprob(self.model, self._probe_batch)
 
     @torch.no_grad()
     def _teacher_ref_logprob(self, alpha: float) -> float:
@@ -160,9 +176,9 @@ class Qwen3DistillBackend:
         cacheable = self.config.teacher == "frozen"
         if cacheable and alpha in self._ref_logprob_cache:
             return self._ref_logprob_cache[alpha]
+        batch = reference_batch(self.tokenizer, self._teacher_prompts(self._probe, alpha), self._probe, self.device)
         with self._teacher_model() as teacher:
-            value = reference_logprob(teacher, self.tokenizer, self._teacher_prompts(self._probe, alpha),
-                                      self._probe, self.device)
+            value = batch_logprob(teacher, batch)
         if cacheable:
             self._ref_logprob_cache[alpha] = value
         return value
@@ -173,56 +189,43 @@ class Qwen3DistillBackend:
         a divergence reason ('' when healthy)."""
         cfg = self.config
         questions = self._next_questions(cfg.questions_per_update)
-        rows = [q for q in questions for _ in range(cfg.rollouts_per_question)]
-        student_ctx = encode_prompts(self.tokenizer, self._student_prompts(rows), self.device)
+        repeats = cfg.rollouts_per_question
+        # One prompt row per question: it is encoded and run once, its cache shared by its rollouts.
+        student_ctx = encode_prompts(self.tokenizer, self._student_prompts(questions), self.device)
         rollouts = sample_completions(
             self.model, student_ctx, max_new_tokens=cfg.max_new_tokens, eos_id=self.tokenizer.eos_token_id,
             pad_id=self.tokenizer.pad_token_id, temperature=cfg.rollout_temperature, top_p=cfg.rollout_top_p,
-            generator=self.generator,
+            generator=self.generator, repeats=repeats,
         )
         ids, mask = rollouts.completion_ids, rollouts.completion_mask
-        motab = self._motab_batch(rows, alpha, ids, mask) if cfg.rollout == "motab" else None
-        if motab is None:
-            teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(rows, alpha), self.device)
-        else:  # the MOTAB batch already carries both (re-padded) prompts: no second tokenization
-            ids, mask, student_ctx, teacher_ctx = (motab.completion_ids, motab.completion_mask, motab.prompt,
-                                                   motab.teacher_prompt)
-        with torch.no_grad(), self._teacher_model() as teacher:
-            teacher_logits = completion_logits(teacher, teacher_ctx, ids, mask)
-        self.model.train()
-        with torch.set_grad_enabled(apply):
-            student_logits = completion_logits(self.model, student_ctx, ids, mask)
-            if motab is None:
-                out = cfg.loss_config(student_logits, teacher_logits, mask, sampled_tokens=ids)
-            else:
-                mixed = motab_opsd_loss(student_logits, teacher_logits, motab, cfg.loss_config, cfg.motab_sft_weight)
-                # The statistics (mismatch, confidence, loss tail) stay over the distilled tokens.
-                out, mask = mixed.distill._replace(loss=mixed.loss), motab.distill_mask
-        loss = float(out.loss.detach())
-        grad_norm, reason = 0.0, ""
-        if not math.isfinite(loss):
-            reason = "non-finite distillation loss"
-        elif apply:
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip))
-            if math.isfinite(grad_norm):
-                self.optimizer.step()
-                self._advance_ema_teacher()
-            else:
-                reason = "non-finite gradient norm"
-        per_token = out.per_token.detach().float()[mask]
+        if cfg.rollout == "motab":  # stitched rows carry their own (re-padded) prompts
+            batch = self._motab_batch([q for q in questions for _ in range(repeats)], alpha, ids, mask).step_batch()
+        else:
+            teacher_ctx = encode_prompts(self.tokenizer, self._teacher_prompts(questions, alpha), self.device)
+            batch = StepBatch(student_ctx, teacher_ctx, ids, mask, mask, None, repeats)
+        step = opsd_step(self.model, self._teacher_model, batch, cfg.loss_config,
+                         optimizer=self.optimizer if apply else None, params=self._params, grad_clip=cfg.grad_clip,
+                         sft_weight=cfg.motab_sft_weight)
+        reason = step.reason
+        if apply and not reason:
+            self._advance_ema_teacher()
+        out = step.loss
+        loss = float(out.loss)
+        # With MOTAB the statistics (mismatch, confidence, loss tail) are over the distilled tokens.
+        per_token = out.per_token.float()[batch.distill_mask]
         length = float(rollouts.lengths.float().mean())
+        updates_done = (self._stats.updates_done if self._stats else 0) + int(apply)
+        stale = self._stats is not None and updates_done % cfg.probe_every != 0
         stats = TrainingStats(
-            updates_done=(self._stats.updates_done if self._stats else 0) + int(apply),
+            updates_done=updates_done,
             reveal_ratio=float(alpha),
             loss=loss,
             loss_tail=float(torch.quantile(per_token, 0.9)) if per_token.numel() else 0.0,
             mismatch=float(out.mismatch),
-            probe_nll=self._probe_nll(),
+            probe_nll=self._stats.probe_nll if stale else self._probe_nll(),
             confidence=float(out.student_confidence),
             teacher_ref_logprob=self._teacher_ref_logprob(alpha),
-            grad_norm=grad_norm,
+            grad_norm=step.grad_norm,
             rollout_length=length,
             score=self._stats.score if self._stats else 0.0,
         )

@@ -27,6 +27,20 @@ TEACHER_MODES: tuple[str, ...] = ("frozen", "current", "ema")
 ROLLOUT_MODES: tuple[str, ...] = ("plain", "motab")
 TINY_DEFAULT = "tiny-default"
 
+CHECKPOINT_RECIPE: Mapping[str, Any] = {"loss": "forward_kl", "lr": 5e-6}
+"""Defaults for a real checkpoint: the OPSD paper's clipped forward KL (``tau`` 0.05) and its
+learning rate (with LoRA r64 / alpha 128 on Qwen3-1.7B to 8B)."""
+
+TINY_RECIPE: Mapping[str, Any] = {"loss": "reverse_kl", "lr": 3e-4}
+"""Defaults for the embedded tiny model, chosen by ``benchmarks/loss_study.py``
+(``benchmarks/results/loss_study.json``: full exposure, 200 updates, 3 seeds, Average@8 on 600
+test problems; warm start 0.302 [0.294, 0.311]). The paper's clipped forward KL made the student
+worse at every learning rate (0.130-0.145): with a ~100-symbol vocabulary and a teacher whose top
+token has probability 0.95-0.999, ``tau = 0.05`` removes 98% of the first update's loss, exactly
+the terms where the student has nearly ruled out the teacher's token. The unclipped forward KL was
+worse than the warm start too, a forty-times-wider clip and JSD were inconclusive, and reverse KL
+at 3e-4 was the only setting whose 95% CI lies above the warm start. PLACEHOLDER"""
+
 
 @dataclass(frozen=True)
 class BackendConfig:
@@ -67,22 +81,21 @@ class BackendConfig:
     motab_sft_weight: float = 1.0
     """Weight of the cross-entropy on the revise marker + teacher continuation (``rollout="motab"``):
     the loss is ``distill + motab_sft_weight * sft`` (ours: 1.0, equal footing)."""
-    lr: float = 1e-4
-    """AdamW learning rate of the student (paper: 5e-6 with LoRA on 1.7B-8B models). For the tiny
-    default, pilot runs (seed 0, 60 updates at alpha 1) collapsed the student at 1e-3 (Average@4
-    0.35 -> 0.00) and 3e-4 (-> 0.15); 1e-4 moves it within ~100 updates without collapsing."""
+    lr: float | None = None
+    """AdamW learning rate of the student. ``None`` takes the model's recipe
+    (:data:`TINY_RECIPE` for the tiny default, :data:`CHECKPOINT_RECIPE`, the paper's 5e-6 with
+    LoRA on 1.7B-8B models, for a checkpoint path)."""
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     """Gradient-norm clip (paper: 0.1 for LoRA on large models)."""
-    loss: str = "forward_kl"
-    """Divergence (SPEC section 1): ``forward_kl`` (clipped by ``tau``; the paper's choice),
-    ``reverse_kl``, ``jsd`` (with ``beta``) or ``sampled_token``. Measured on the tiny default
-    (101-token vocabulary, sharp teacher): the clipped forward KL lowered the student's accuracy at
-    every reveal ratio and learning rate tried, reverse KL raised it (see
-    ``benchmarks/results/fixed_exposure_qwen3*.json``). A plausible reason: ``min(l, tau)`` has
-    zero gradient exactly where the teacher is confident and the student is not."""
+    loss: str | None = None
+    """Divergence: ``forward_kl`` (clipped by ``tau``; the OPSD paper's choice), ``reverse_kl``,
+    ``jsd`` (with ``beta``) or ``sampled_token``. ``None`` takes the model's recipe: the paper's
+    clipped forward KL for a checkpoint path (:data:`CHECKPOINT_RECIPE`), the measured choice for
+    the tiny default (:data:`TINY_RECIPE`, which says why)."""
     tau: float = 0.05
-    """Pointwise clip of the forward-KL terms (paper: 0.05)."""
+    """Pointwise clip of the forward-KL terms (paper: 0.05, chosen for a 151,936-token vocabulary;
+    on the tiny model's 100 symbols it removes ~98% of the loss, see :data:`TINY_RECIPE`)."""
     beta: float = 0.5
     """Generalized-JSD interpolation (0 = forward KL, 1 = reverse KL)."""
     loss_temperature: float | None = None
@@ -104,6 +117,12 @@ class BackendConfig:
     """Refresh ``score`` every this many windows (0: only at reset)."""
     probe_batch: int = 32
     """Probe problems whose reference-solution NLL is the probe statistic."""
+    probe_every: int = 1
+    """Measure the probe NLL after every this many updates and repeat the last value in between
+    (1, the default: after every update). The default reward (``progress_signal="probe_nll"``) is
+    built from its update-to-update changes, so keep 1 unless the env uses
+    ``progress_signal="loss"``; the probe forward is ~1/6 of an update's time on the tiny default
+    (``benchmarks/update_speed.py --profile-updates``)."""
     initial_reveal_ratio: float = INITIAL_REVEAL_RATIO
     """Reveal ratio at which the reset statistics are measured; every backend's neutral default
     (:data:`exposure_env.types.INITIAL_REVEAL_RATIO`, which says why 0.5)."""
@@ -120,7 +139,7 @@ class BackendConfig:
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError("model", "'tiny-default' or a path to a local checkpoint directory", self.model)
         for name in ("questions_per_update", "rollouts_per_question", "max_new_tokens", "eval_size",
-                     "probe_batch", "collapse_patience", "loss_chunk_size"):
+                     "probe_batch", "probe_every", "collapse_patience", "loss_chunk_size"):
             check_range(name, getattr(self, name), 1, None, integer=True)
         check_range("rollout_temperature", self.rollout_temperature, 0.0, None, low_inclusive=False)
         check_range("rollout_top_p", self.rollout_top_p, 0.0, 1.0, low_inclusive=False)
@@ -128,7 +147,8 @@ class BackendConfig:
         if not isinstance(self.motab, MotabConfig):
             raise ConfigError("motab", "a MotabConfig (or, through backend_config_from_kwargs, a dict)", self.motab)
         check_range("motab_sft_weight", self.motab_sft_weight, 0.0, None)
-        check_range("lr", self.lr, 0.0, None, low_inclusive=False)
+        if self.lr is not None:
+            check_range("lr", self.lr, 0.0, None, low_inclusive=False)
         check_range("weight_decay", self.weight_decay, 0.0, None)
         check_range("grad_clip", self.grad_clip, 0.0, None, low_inclusive=False)
         check_choice("teacher", self.teacher, TEACHER_MODES)
@@ -144,9 +164,22 @@ class BackendConfig:
         self.eval_config
 
     @property
+    def recipe(self) -> Mapping[str, Any]:
+        """The model's defaults for the fields left at ``None`` (``loss``, ``lr``)."""
+        return TINY_RECIPE if self.uses_tiny_default else CHECKPOINT_RECIPE
+
+    @property
+    def effective_loss(self) -> str:
+        return self.loss if self.loss is not None else self.recipe["loss"]
+
+    @property
+    def effective_lr(self) -> float:
+        return float(self.lr if self.lr is not None else self.recipe["lr"])
+
+    @property
     def loss_config(self) -> LossConfig:
         temperature = self.rollout_temperature if self.loss_temperature is None else self.loss_temperature
-        return LossConfig(kind=self.loss, tau=self.tau, beta=self.beta, temperature=temperature,
+        return LossConfig(kind=self.effective_loss, tau=self.tau, beta=self.beta, temperature=temperature,
                           chunk_size=self.loss_chunk_size)
 
     @property

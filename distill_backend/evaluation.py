@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from distill_backend.rollout import completion_logprobs, encode_prompts, pad_right, sample_completions
+from distill_backend.rollout import PromptBatch, completion_logprobs, encode_prompts, pad_right, sample_completions
 from distill_backend.task import Problem, difficulty_levels
 from exposure_env.errors import check_range
 
@@ -78,15 +78,18 @@ class EvalResult(NamedTuple):
 @torch.no_grad()
 def generate_texts(
     model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, temperature: float, top_p: float,
-    generator: torch.Generator | None, batch_size: int, device: torch.device,
+    generator: torch.Generator | None, batch_size: int, device: torch.device, repeats: int = 1,
 ) -> tuple[list[str], list[int]]:
-    """Decode one completion per prompt, in batches; returns texts and completion lengths."""
+    """Decode ``repeats`` completions per prompt (consecutive), about ``batch_size`` sequences at a time;
+    returns texts and completion lengths. Each prompt is encoded and prefilled once."""
     texts, lengths = [], []
-    for start in range(0, len(prompts), batch_size):
-        batch = encode_prompts(tokenizer, prompts[start : start + batch_size], device)
+    per_batch = max(1, batch_size // repeats)
+    for start in range(0, len(prompts), per_batch):
+        batch = encode_prompts(tokenizer, prompts[start : start + per_batch], device)
         rollouts = sample_completions(
             model, batch, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id, temperature=temperature, top_p=top_p, generator=generator,
+            repeats=repeats,
         )
         for ids, mask in zip(rollouts.completion_ids.tolist(), rollouts.completion_mask.tolist()):
             kept = [t for t, m in zip(ids, mask) if m]
@@ -101,11 +104,10 @@ def evaluate_prompts(
 ) -> EvalResult:
     """Accuracy of ``model`` answering ``problems`` from the given ``prompts`` (one per problem)."""
     k = 1 if greedy else config.k
-    repeated = [p for p in prompts for _ in range(k)]
     texts, lengths = generate_texts(
-        model, tokenizer, repeated, max_new_tokens=config.max_new_tokens,
+        model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
         temperature=0.0 if greedy else config.temperature, top_p=1.0 if greedy else config.top_p,
-        generator=generator, batch_size=config.batch_size, device=device,
+        generator=generator, batch_size=config.batch_size, device=device, repeats=k,
     )
     correct = np.array([is_correct(t, problems[i // k].answer) for i, t in enumerate(texts)], dtype=np.float64)
     correct = correct.reshape(len(problems), k)
@@ -117,7 +119,30 @@ def evaluate_prompts(
                       float(np.mean(lengths)))
 
 
+class ReferenceBatch(NamedTuple):
+    """Prompts with each problem's reference solution (plus eos) as the completion, encoded once."""
+
+    prompt: PromptBatch
+    targets: torch.Tensor
+    """(N, T) right-padded reference tokens."""
+    mask: torch.Tensor
+    """(N, T) bool."""
+
+
+def reference_batch(tokenizer, prompts: Sequence[str], problems: Sequence[Problem], device: torch.device) -> ReferenceBatch:
+    """Encode ``prompts`` (one per problem) and the problems' reference solutions plus eos."""
+    ids = [tokenizer(p.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for p in problems]
+    targets, mask = pad_right(ids, tokenizer.pad_token_id, device)
+    return ReferenceBatch(encode_prompts(tokenizer, prompts, device), targets, mask)
+
+
 @torch.no_grad()
+def batch_logprob(model, batch: ReferenceBatch) -> float:
+    """Mean per-token log-probability of ``batch``'s references under ``model``, pooled over all tokens."""
+    logp = completion_logprobs(model, batch.prompt, batch.targets, batch.mask).logprobs
+    return float(logp.sum() / batch.mask.sum())
+
+
 def reference_logprob(model, tokenizer, prompts: Sequence[str], problems: Sequence[Problem],
                       device: torch.device) -> float:
     """Mean per-token log-probability of each problem's reference solution (plus eos) as the
@@ -127,7 +152,4 @@ def reference_logprob(model, tokenizer, prompts: Sequence[str], problems: Sequen
     it measures how well the model in the teacher role reads (and continues) the reference, which
     is the grounding statistic ``G_gt`` of the reward and the warm start's teacher-NLL check.
     """
-    ids = [tokenizer(p.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for p in problems]
-    targets, mask = pad_right(ids, tokenizer.pad_token_id, device)
-    logp = completion_logprobs(model, encode_prompts(tokenizer, prompts, device), targets, mask)
-    return float(logp.sum() / mask.sum())
+    return batch_logprob(model, reference_batch(tokenizer, prompts, problems, device))

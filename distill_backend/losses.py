@@ -1,50 +1,59 @@
-"""Distillation losses: pure functions on teacher and student logits, and a chunked driver.
+"""Distillation losses: pure definitions on logits, and the fused path on hidden states.
 
-What this module knows: two logit tensors of shape ``(..., V)`` over the same vocabulary, a
-validity mask, and (for the sampled-token loss) the sampled token ids. What it does not know:
-models, prompts, tokenizers, reveal ratios, optimizers. The backend builds the logits and calls
-:func:`distillation_loss`; nothing here reads global state or draws random numbers.
+What this module knows: hidden states, an output projection (weight ``(V, H)``, optional bias),
+logits over one vocabulary, validity masks and token ids. What it does not know: models, prompts,
+tokenizers, reveal ratios, optimizers. Nothing here reads global state or draws random numbers.
 
 Two layers:
 
 * Per-kind pure functions (:func:`forward_kl_clipped`, :func:`reverse_kl`, :func:`generalized_jsd`,
   :func:`sampled_token_loss`) map logits ``(..., V)`` to a per-position loss ``(...)`` with plain
-  autograd. They are the definitions (SPEC section 1) and the reference the tests compare against.
-* :func:`distillation_loss` evaluates one of them **chunk by chunk over the valid positions** inside
-  a custom :class:`torch.autograd.Function`: each chunk's loss and its gradient with respect to the
-  student logits are computed in the forward pass (closed form for forward KL, reverse KL and the
-  sampled-token loss, with in-place fp32 buffers; autograd on the chunk for the JSD), the chunk's
-  buffers are freed, and only the gradient (one ``(B, T, V)`` tensor in the logits' own dtype) is
-  kept for backward. A plain Python loop over chunks would not bound memory, because autograd
-  would keep every chunk's intermediates alive until ``backward``; the naive full computation
-  keeps several ``(B, T, V)`` fp32 tensors (upcasts, two log-softmaxes, probabilities, pointwise
-  terms). ``benchmarks/backend_throughput.py`` measures the peak memory of all three at Qwen3's
-  151,936-entry vocabulary.
+  autograd. With :func:`unfused_loss` (project everything, then apply them) they are the
+  definitions (SPEC section 1) and the reference the tests compare against.
+* :func:`fused_loss` is what training runs. Student and teacher hidden states of the valid
+  positions go through the output projection **tile by tile** (``rows x vocab_tile`` at a time,
+  ``LossConfig.chunk_elements`` entries), so no ``(B, T, V)`` tensor (logits, probabilities or
+  their gradient) ever exists. The forward makes two passes over the vocabulary tiles: the first
+  folds each row's log-normaliser, argmax and (for the sampled-token and cross-entropy terms) the
+  target logit; the second adds up the loss and the row sums its gradient needs. The backward
+  makes a third pass that rebuilds each tile, forms the gradient with respect to the tile's logits
+  in closed form (below) and folds it straight into the gradients of the hidden states and of
+  the projection's weight; the weight's gradient is accumulated in fp32 one vocabulary tile at a
+  time, so the only vocabulary-sized buffer is the gradient autograd receives. When the whole
+  vocabulary fits one tile (tiny models) the first two passes are one.
 
-  The ``(B, T, V)`` gradient is the floor of any loss defined on logits (autograd needs it to
-  backpropagate into ``lm_head``): for bf16 logits it is about a tenth of the naive peak, for fp32
-  logits about a fifth. Going below needs the loss fused with the ``lm_head`` projection (as TRL's
-  ``DistillationTrainer`` does on hidden states), which this logits-level interface does not do.
+  Closed forms, with ``z`` the student logits divided by the temperature ``T``, ``q = softmax(z)``,
+  ``p`` the teacher's, and each gradient then multiplied by ``1/T``:
+
+  ========================  =====================================================================
+  forward KL, clip ``tau``  ``dL/dz_j = q_j sum_v c_v p_v - c_j p_j``, ``c_v = [p_v log(p_v/q_v) <= tau]``
+  reverse KL                ``q_j (log q_j - log p_j - KL(q || p))``
+  generalized JSD           ``(1 - beta) q_j (log q_j - log m_j - KL(q || m))``, ``m = beta p + (1 - beta) q``
+  sampled token             ``-A (onehot(y)_j - q_j)``, ``A = log p(y) - log q(y)`` held constant
+  cross-entropy (MOTAB)     ``softmax(raw logits)_j - onehot(y)_j`` (no temperature)
+  ========================  =====================================================================
+
+  The MOTAB mixed loss (``distill + sft_weight * cross-entropy``, the table in
+  :mod:`distill_backend.motab.composition`) is the same call with an ``sft_mask``.
 
 Conventions:
 
-* All arithmetic runs in at least fp32 (bf16/fp16 logits are upcast chunk by chunk; float64 stays
-  float64 so ``gradcheck`` works).
-* The teacher is a constant: its logits are detached even when they carry ``requires_grad``.
-* Reductions pool over the batch: the loss is the sum over valid positions divided by the number
-  of valid positions in the whole batch (not a mean of per-sequence means), as SPEC section 1 says.
-* Logits must be finite. A ``-inf`` logit gives ``0 * inf = nan`` in the pointwise terms; mask
-  vocabulary entries with a large negative finite value instead.
+* The projection runs in the model's dtype (as the model's own ``lm_head`` would) and everything
+  after it in at least fp32 (float64 stays float64 so ``gradcheck`` works).
+* The teacher is a constant: its hidden states and head are detached.
+* Reductions pool over the batch: each term is the sum over its valid positions divided by the
+  number of those positions in the whole batch (not a mean of per-sequence means).
+* Logits must be finite (a ``-inf`` logit gives ``0 * inf = nan`` in the pointwise terms).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from exposure_env.errors import ConfigError, check_choice, check_range
 
@@ -75,14 +84,14 @@ class LossConfig:
     temperature: float = 1.0
     """Both logits are divided by this before the divergence (and before every statistic), as the
     OPSD code does with its rollout temperature; the gradient is taken with respect to the raw
-    student logits. 1.0 leaves them unchanged."""
+    logits. 1.0 leaves them unchanged. The MOTAB cross-entropy term always uses the raw logits."""
     chunk_size: int = 256
-    """Largest number of valid (batch, position) rows evaluated at once (see ``chunk_elements``)."""
+    """Largest number of rows (valid positions) projected at once."""
     chunk_elements: int = 2**22
-    """Cap on rows x V per chunk, so the chunk shrinks with the vocabulary: 256 rows of a tiny
-    vocabulary, 27 rows of Qwen3's 151,936. Peak extra memory is about the ``(B, T, V)`` gradient in
-    the logits' dtype plus three to four fp32 buffers of one chunk (about ten for ``jsd``), i.e.
-    ~64 MB of buffers at the default cap."""
+    """Cap on rows x vocabulary entries of one tile: the vocabulary is split into tiles of
+    ``chunk_elements // rows`` entries (a tiny vocabulary is one tile; Qwen3's 151,936 entries are
+    ten tiles of 256 rows). Peak working memory is a few fp32 tiles (16 MB each at the default)
+    plus one vocabulary tile of the weight gradient in fp32."""
 
     def __post_init__(self) -> None:
         check_choice("loss", self.kind, LOSS_KINDS)
@@ -93,9 +102,26 @@ class LossConfig:
         check_range("chunk_size", self.chunk_size, 1, None, integer=True)
         check_range("chunk_elements", self.chunk_elements, 1, None, integer=True)
 
-    def rows_per_chunk(self, vocab_size: int) -> int:
-        """Rows evaluated at once for a vocabulary of ``vocab_size`` entries (at least one)."""
-        return max(1, min(self.chunk_size, self.chunk_elements // max(vocab_size, 1)))
+    def tile(self, rows: int, vocab_size: int, backward: bool = False) -> tuple[int, int]:
+        """``(rows per chunk, vocabulary entries per tile)`` for ``rows`` valid positions. The backward
+        takes up to four times the rows and a correspondingly narrower tile, which keeps its fp32
+        weight-gradient accumulator (tile width x H) small."""
+        chunk_rows = max(1, min(self.chunk_size * (4 if backward else 1), rows))
+        return chunk_rows, max(1, min(vocab_size, self.chunk_elements // chunk_rows))
+
+    @property
+    def clip(self) -> float | None:
+        """The forward-KL clip in effect (None = none; ``jsd`` at beta 0 is the unclipped forward KL)."""
+        if self.kind != "forward_kl" or self.tau is None or self.tau == math.inf:
+            return None
+        return float(self.tau)
+
+    @property
+    def divergence(self) -> str:
+        """The divergence actually computed: ``jsd`` at beta 0 / 1 is the plain forward / reverse KL."""
+        if self.kind == "jsd" and self.beta in (0.0, 1.0):
+            return "forward_kl" if self.beta == 0.0 else "reverse_kl"
+        return self.kind
 
     def per_position_fn(self) -> PerPositionLoss:
         """The pure per-position loss this config selects, as ``fn(student, teacher, tokens)``."""
@@ -107,28 +133,40 @@ class LossConfig:
             return lambda s, t, _tokens: generalized_jsd(s, t, self.beta)
         return sampled_token_loss
 
-    def __call__(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        mask: torch.Tensor,
-        sampled_tokens: torch.Tensor | None = None,
-    ) -> "LossOutput":
-        """Evaluate :func:`distillation_loss` with this configuration."""
-        return _distillation_loss(self, student_logits, teacher_logits, mask, sampled_tokens)
+
+class Head(NamedTuple):
+    """An output projection: logits = hidden @ weight.T + bias."""
+
+    weight: torch.Tensor
+    """(V, H)."""
+    bias: torch.Tensor | None = None
+    """(V,) or None."""
 
 
 class LossOutput(NamedTuple):
-    """Result of :func:`distillation_loss`."""
+    """Result of :func:`fused_loss` / :func:`unfused_loss`."""
 
     loss: torch.Tensor
-    """Scalar: mean over valid tokens pooled over the batch; gradient flows to the student logits only."""
+    """Scalar ``distill + sft_weight * sft``; gradient flows to the student's hidden states and head only."""
     per_token: torch.Tensor
-    """``(B, T)`` per-token loss (fp32 or wider), detached, 0 at invalid positions."""
+    """``(B, T)`` per-token distillation loss (fp32 or wider), detached, 0 outside the distillation mask."""
     mismatch: torch.Tensor
-    """Scalar: fraction of valid tokens where argmax p_T != argmax p_S (first index on ties), detached."""
+    """Scalar: fraction of distilled tokens where argmax p_T != argmax p_S (first index on ties), detached."""
     student_confidence: torch.Tensor
-    """Scalar: mean over valid tokens of the student's largest next-token probability, detached."""
+    """Scalar: mean over distilled tokens of the student's largest next-token probability, detached."""
+    distill: torch.Tensor
+    """Scalar: the distillation term alone (pooled mean over the distillation mask), detached."""
+    sft: torch.Tensor
+    """Scalar: mean cross-entropy over the ``sft_mask`` tokens (0 without any), detached."""
+
+
+class TokenScores(NamedTuple):
+    """Per-token scores of given completion tokens."""
+
+    logprobs: torch.Tensor
+    """(N, T) fp32 log-probability of each token (0 at padding)."""
+    extra: torch.Tensor | None
+    """(N, T) fp32 ``per_position(logits)`` at each position (0 at padding), or None."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,235 +260,408 @@ def sampled_token_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# Chunked driver
+# The unfused reference
 # --------------------------------------------------------------------------------------------
 
 
-class _ChunkResult(NamedTuple):
-    loss: torch.Tensor  # scalar, compute dtype
-    per_token: torch.Tensor  # (B, T)
-    mismatch: torch.Tensor  # scalar
-    confidence: torch.Tensor  # scalar
-    grad: torch.Tensor | None  # (B, T, V) in the student dtype, already divided by n_valid
+def unfused_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor | None,
+    student_head: Head,
+    teacher_head: Head | None,
+    tokens: torch.Tensor,
+    distill_mask: torch.Tensor,
+    config: LossConfig,
+    sft_mask: torch.Tensor | None = None,
+    sft_weight: float = 1.0,
+) -> LossOutput:
+    """What :func:`fused_loss` computes, written plainly: full ``(B, T, V)`` logits, the pure
+    per-position function, plain autograd. For tests and memory baselines, not for training."""
+    dtype = torch.promote_types(student_hidden.dtype, torch.float32)
+    student_logits = F.linear(student_hidden, *student_head).to(dtype)
+    zero = student_logits.sum() * 0.0
+    distill_mask = distill_mask.bool()
+    if teacher_hidden is not None and distill_mask.any():
+        teacher_logits = F.linear(teacher_hidden.detach(), *_detached(teacher_head)).to(dtype)
+        s_scaled, t_scaled = student_logits / config.temperature, teacher_logits / config.temperature
+        per_position = config.per_position_fn()(s_scaled, t_scaled, tokens)
+        count = distill_mask.sum()
+        distill = per_position[distill_mask].sum() / count
+        per_token = torch.where(distill_mask, per_position.detach(), 0.0)
+        log_q = torch.log_softmax(s_scaled.detach(), -1)
+        mismatch = (log_q.argmax(-1) != t_scaled.argmax(-1))[distill_mask].to(dtype).sum() / count
+        confidence = log_q.amax(-1).exp()[distill_mask].sum() / count
+    else:
+        distill, per_token = zero, torch.zeros(distill_mask.shape, dtype=dtype)
+        mismatch = confidence = zero.detach()
+    sft = zero
+    if sft_mask is not None and sft_mask.any():
+        nll = F.cross_entropy(student_logits.transpose(1, 2), tokens.long(), reduction="none")
+        sft = nll[sft_mask.bool()].sum() / sft_mask.sum()
+    return LossOutput(distill + sft_weight * sft, per_token, mismatch.detach(), confidence.detach(),
+                      distill.detach(), sft.detach())
 
 
-# Chunk kernels: (log_q, log_p, tokens, need_grad) -> (per-row loss, d loss / d student logits or None).
-# They receive fp32 log-probabilities they own and overwrite them in place, so a chunk costs about
-# three (chunk, V) fp32 buffers. The gradient with respect to the logits equals the gradient with
-# respect to log_q used as logits, because log_softmax's Jacobian depends only on softmax(x).
-ChunkKernel = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", bool], tuple[torch.Tensor, "torch.Tensor | None"]]
+def _detached(head: Head | None) -> Head:
+    assert head is not None
+    return Head(head.weight.detach(), head.bias.detach() if head.bias is not None else None)
 
 
-def _forward_kl_kernel(log_q, log_p, _tokens, need_grad, *, tau):
-    p = log_p.exp()
-    pointwise = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
-    if tau is not None and tau != math.inf:
-        if need_grad:
-            p.masked_fill_(pointwise > tau, 0.0)  # clipped entries carry no gradient (as clamp's)
-        pointwise.clamp_(max=tau)
-    losses = pointwise.sum(dim=-1)
-    if not need_grad:
-        return losses, None
-    # d/dz_j sum_v c_v p_v (log p_v - log q_v) = q_j sum_v c_v p_v - c_j p_j; here p already holds c p.
-    return losses, log_q.exp_().mul_(p.sum(dim=-1, keepdim=True)).sub_(p)
+# --------------------------------------------------------------------------------------------
+# The fused path
+# --------------------------------------------------------------------------------------------
 
 
-def _reverse_kl_kernel(log_q, log_p, _tokens, need_grad):
-    log_ratio = log_p.neg_().add_(log_q)  # log q - log p, in log_p's buffer
-    q = log_q.exp_()
-    losses = torch.einsum("cv,cv->c", q, log_ratio)
-    if not need_grad:
-        return losses, None
-    # d/dz_j KL(q || p) = q_j (log q_j - log p_j - KL).
-    return losses, log_ratio.sub_(losses.unsqueeze(-1)).mul_(q)
+def _project(hidden: torch.Tensor, head: Head, start: int, stop: int, dtype: torch.dtype) -> torch.Tensor:
+    """Logits of ``hidden`` (rows, H) for vocabulary entries ``start:stop``, as a fresh ``dtype`` tensor."""
+    bias = head.bias[start:stop] if head.bias is not None else None
+    return F.linear(hidden, head.weight[start:stop], bias).to(dtype)
 
 
-def _sampled_token_kernel(log_q, log_p, tokens, need_grad):
-    index = tokens.long().unsqueeze(-1)
-    log_q_y = log_q.gather(-1, index)
-    advantage = log_p.gather(-1, index) - log_q_y
-    losses = (-advantage * log_q_y).squeeze(-1)
-    if not need_grad:
-        return losses, None
-    # d/dz (-A log q_y) = -A (onehot(y) - q) with A held constant.
-    return losses, log_q.exp_().mul_(advantage).scatter_add_(-1, index, -advantage)
+class _RowStats(NamedTuple):
+    """What the forward learns about each row (fp32 or wider vectors), reused by the backward."""
+
+    s_lse: torch.Tensor  # log-normaliser of student logits / T (distill rows)
+    t_lse: torch.Tensor  # log-normaliser of teacher logits / T (distill rows)
+    reduction: torch.Tensor  # per-row sum the gradient needs: S (fKL), KL (rKL), KL(q||m) (JSD), A (sampled)
+    sft_lse: torch.Tensor  # log-normaliser of the raw student logits (sft rows)
 
 
-def _autograd_kernel(log_q, log_p, tokens, need_grad, *, fn):
-    """Any pure per-position loss, differentiated by autograd on the chunk (used for ``jsd``)."""
-    with torch.enable_grad():
-        log_q.requires_grad_(need_grad)
-        losses = fn(log_q, log_p, tokens)
-        grad = torch.autograd.grad(losses.sum(), log_q)[0] if need_grad else None
-    return losses.detach(), grad
+class _Spec(NamedTuple):
+    """Everything the passes need besides the tensors autograd tracks."""
+
+    config: LossConfig
+    d_tokens: torch.Tensor | None
+    s_tokens: torch.Tensor
+    d_scale: float  # 1 / number of distilled rows
+    s_scale: float  # sft_weight / number of sft rows
+    compute: torch.dtype
 
 
-def _chunk_kernel(config: LossConfig) -> ChunkKernel:
-    if config.kind == "forward_kl":
-        return functools.partial(_forward_kl_kernel, tau=config.tau)
-    if config.kind == "reverse_kl":
-        return _reverse_kl_kernel
-    if config.kind == "sampled_token":
-        return _sampled_token_kernel
-    return functools.partial(_autograd_kernel, fn=config.per_position_fn())
+def _fold_max(values: torch.Tensor, start: int, best: torch.Tensor, arg: torch.Tensor) -> None:
+    """Running max / argmax (first index on ties) over vocabulary tiles, in place."""
+    tile_best, tile_arg = values.max(dim=-1)
+    better = tile_best > best
+    best.copy_(torch.where(better, tile_best, best))
+    arg.copy_(torch.where(better, tile_arg + start, arg))
 
 
-def _gather_log_probs(logits: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype,
-                      temperature: float = 1.0) -> torch.Tensor:
-    """Log-softmax of the selected rows (divided by ``temperature``) as a fresh ``(rows, V)`` tensor
-    of ``dtype``, computed in place."""
-    chunk = logits[rows].to(dtype)
-    if temperature != 1.0:
-        chunk.div_(temperature)
-    return chunk.sub_(torch.logsumexp(chunk, dim=-1, keepdim=True))
+def _fold_lse(values: torch.Tensor, lse: torch.Tensor) -> None:
+    """Running log-sum-exp over vocabulary tiles, in place."""
+    lse.copy_(torch.logaddexp(lse, torch.logsumexp(values, dim=-1)))
 
 
-def _chunked_pass(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    rows: tuple[torch.Tensor, torch.Tensor],
-    tokens: torch.Tensor | None,
-    kernel: ChunkKernel,
-    chunk_size: int,
-    need_grad: bool,
-    temperature: float = 1.0,
-) -> _ChunkResult:
-    """Loss, statistics and (optionally) d loss / d student over the valid rows, chunk by chunk.
+def _gather_target(values: torch.Tensor, tokens: torch.Tensor, start: int, out: torch.Tensor) -> None:
+    """``out[r] = values[r, tokens[r] - start]`` for the rows whose token falls in this tile."""
+    inside = (tokens >= start) & (tokens < start + values.shape[-1])
+    index = (tokens - start).clamp(0, values.shape[-1] - 1).unsqueeze(-1)
+    out.copy_(torch.where(inside, values.gather(-1, index).squeeze(-1), out))
 
-    Only valid rows are gathered, so padding costs nothing; each chunk's gradient is written into
-    the preallocated ``(B, T, V)`` gradient and the chunk's buffers are freed before the next.
+
+def _distill_terms(kind: str, log_q: torch.Tensor, log_p: torch.Tensor, config: LossConfig):
+    """Per-row loss and per-row gradient sum of one tile (both fp32 vectors). Overwrites both inputs:
+    a tile costs about three ``(rows, tile)`` buffers."""
+    if kind == "forward_kl":
+        p = log_p.exp()
+        pointwise = log_p.sub_(log_q).mul_(p)  # p (log p - log q), in log_p's buffer
+        clip = config.clip
+        if clip is not None:
+            p.masked_fill_(pointwise > clip, 0.0)  # clipped entries carry no gradient
+            pointwise.clamp_(max=clip)
+        return pointwise.sum(-1), p.sum(-1)
+    if kind == "reverse_kl":
+        log_ratio = log_p.neg_().add_(log_q)  # log q - log p
+        kl = torch.einsum("rv,rv->r", log_q.exp_(), log_ratio)
+        return kl, kl
+    beta = config.beta  # interior JSD
+    log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
+    kl_pm = torch.einsum("rv,rv->r", log_p.exp(), log_p.sub_(log_m))
+    kl_qm = torch.einsum("rv,rv->r", log_q.exp(), log_q.sub_(log_m))
+    return beta * kl_pm + (1.0 - beta) * kl_qm, kl_qm
+
+
+def _distill_grad(kind: str, log_q, log_p, tokens, start: int, reduction, config: LossConfig) -> torch.Tensor:
+    """d loss / d (student logits / T) on one tile, per row (unscaled). Overwrites both inputs."""
+    row_sum = reduction.unsqueeze(-1)
+    if kind == "forward_kl":
+        p = log_p.exp()
+        clip = config.clip
+        if clip is not None:
+            p.masked_fill_(log_p.sub_(log_q).mul_(p) > clip, 0.0)
+        return log_q.exp_().mul_(row_sum).sub_(p)  # q_j S - c_j p_j
+    if kind == "reverse_kl":
+        return log_p.neg_().add_(log_q).sub_(row_sum).mul_(log_q.exp_())  # q (log q - log p - KL)
+    if kind == "sampled_token":  # the row sum is the advantage A: -A (onehot - q)
+        return _add_at_targets(log_q.exp_().mul_(row_sum), tokens, start, -reduction)
+    beta = config.beta
+    log_m = torch.logaddexp(log_q + math.log1p(-beta), log_p + math.log(beta))
+    return log_m.neg_().add_(log_q).sub_(row_sum).mul_(log_q.exp_()).mul_(1.0 - beta)  # (1-b) q (log q - log m - K)
+
+
+def _add_at_targets(grad: torch.Tensor, tokens: torch.Tensor, start: int, values: torch.Tensor) -> torch.Tensor:
+    """``grad[r, tokens[r] - start] += values[r]`` (in place) for the rows whose token is in this tile."""
+    inside = (tokens >= start) & (tokens < start + grad.shape[-1])
+    index = (tokens - start).clamp(0, grad.shape[-1] - 1).unsqueeze(-1)
+    return grad.scatter_add_(-1, index, torch.where(inside, values, 0.0).unsqueeze(-1))
+
+
+def _distill_forward(hidden, teacher, s_head: Head, t_head: Head, spec: _Spec):
+    """Passes 1 and 2 over the distilled rows: per-row loss, statistics and the backward's row data."""
+    config, compute, kind = spec.config, spec.compute, spec.config.divergence
+    n, vocab = hidden.shape[0], s_head.weight.shape[0]
+    rows, width = config.tile(n, vocab)
+    inv_t = 1.0 / config.temperature
+    device = hidden.device
+    s_lse = torch.full((n,), -math.inf, dtype=compute, device=device)
+    t_lse, s_max, t_max = s_lse.clone(), s_lse.clone(), s_lse.clone()
+    s_arg = torch.zeros(n, dtype=torch.long, device=device)
+    t_arg = s_arg.clone()
+    s_y, t_y = s_lse.clone(), s_lse.clone()
+    losses = torch.zeros(n, dtype=compute, device=device)
+    reduction = torch.zeros(n, dtype=compute, device=device)
+    for r0 in range(0, n, rows):
+        r = slice(r0, min(r0 + rows, n))
+        h, ht = hidden[r], teacher[r]
+        tiles = []
+        for v0 in range(0, vocab, width):  # pass 1: normalisers, argmax, target logits
+            zs = _project(h, s_head, v0, v0 + width, compute).mul_(inv_t)
+            zt = _project(ht, t_head, v0, v0 + width, compute).mul_(inv_t)
+            _fold_lse(zs, s_lse[r])
+            _fold_lse(zt, t_lse[r])
+            _fold_max(zs, v0, s_max[r], s_arg[r])
+            _fold_max(zt, v0, t_max[r], t_arg[r])
+            if kind == "sampled_token":
+                _gather_target(zs, spec.d_tokens[r], v0, s_y[r])
+                _gather_target(zt, spec.d_tokens[r], v0, t_y[r])
+            tiles.append((v0, zs, zt) if width >= vocab else (v0, None, None))  # one tile: keep it for pass 2
+        if kind == "sampled_token":
+            log_q_y, log_p_y = s_y[r] - s_lse[r], t_y[r] - t_lse[r]
+            reduction[r] = log_p_y - log_q_y  # the advantage A
+            losses[r] = -reduction[r] * log_q_y
+            continue
+        for v0, zs, zt in tiles:  # pass 2: loss and the gradient's row sums
+            if zs is None:
+                zs = _project(h, s_head, v0, v0 + width, compute).mul_(inv_t)
+                zt = _project(ht, t_head, v0, v0 + width, compute).mul_(inv_t)
+            log_q, log_p = zs.sub_(s_lse[r].unsqueeze(-1)), zt.sub_(t_lse[r].unsqueeze(-1))
+            tile_loss, tile_sum = _distill_terms(kind, log_q, log_p, config)
+            losses[r] += tile_loss
+            reduction[r] += tile_sum
+    mismatch = (s_arg != t_arg).to(compute).sum()
+    confidence = (s_max - s_lse).exp().sum()
+    return losses, mismatch, confidence, s_lse, t_lse, reduction
+
+
+def _sft_forward(hidden, s_head: Head, spec: _Spec):
+    """Pass 1 over the cross-entropy rows: log-normaliser of the raw logits and the target's logit."""
+    n, vocab = hidden.shape[0], s_head.weight.shape[0]
+    rows, width = spec.config.tile(n, vocab)
+    lse = torch.full((n,), -math.inf, dtype=spec.compute, device=hidden.device)
+    target = lse.clone()
+    for r0 in range(0, n, rows):
+        r = slice(r0, min(r0 + rows, n))
+        for v0 in range(0, vocab, width):
+            z = _project(hidden[r], s_head, v0, v0 + width, spec.compute)
+            _fold_lse(z, lse[r])
+            _gather_target(z, spec.s_tokens[r], v0, target[r])
+    return lse - target, lse
+
+
+def _backward_pass(d_hidden, s_hidden, teacher, s_head: Head, t_head: Head | None, stats: _RowStats, spec: _Spec,
+                   scale: torch.Tensor, needs: tuple[bool, bool, bool, bool]):
+    """Pass 3: gradients of the loss w.r.t. the distilled rows, the sft rows, the head's weight and bias.
+
+    Vocabulary outer, rows inner: one vocabulary tile of the weight gradient is accumulated at a
+    time (in fp32; straight into the returned gradient when the weight is fp32).
     """
-    batch_idx, pos_idx = rows
-    n_valid = batch_idx.numel()
-    compute = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
-    per_token = torch.zeros(student.shape[:2], dtype=compute, device=student.device)
-    grad = torch.zeros(student.shape, dtype=student.dtype, device=student.device) if need_grad else None
-    mismatches = torch.zeros((), dtype=compute, device=student.device)
-    confidence = torch.zeros((), dtype=compute, device=student.device)
-    scale = 1.0 / max(n_valid, 1)
-    # d/d logits = (1/T) d/d (logits / T): the kernels differentiate with respect to the scaled logits.
-    grad_scale = scale / temperature
-    for start in range(0, n_valid, chunk_size):
-        chunk_rows = (batch_idx[start : start + chunk_size], pos_idx[start : start + chunk_size])
-        log_q = _gather_log_probs(student, chunk_rows, compute, temperature)
-        log_p = _gather_log_probs(teacher, chunk_rows, compute, temperature)
-        top_log_q, student_top = log_q.max(dim=-1)
-        confidence += top_log_q.exp().sum()
-        mismatches += (student_top != log_p.argmax(dim=-1)).sum()
-        y_chunk = tokens[chunk_rows] if tokens is not None else None
-        losses, chunk_grad = kernel(log_q, log_p, y_chunk, need_grad)
-        per_token[chunk_rows] = losses
-        if grad is not None:
-            grad[chunk_rows] = chunk_grad.mul_(grad_scale).to(grad.dtype)
-        del log_q, log_p, chunk_grad
-    return _ChunkResult(per_token.sum() * scale, per_token, mismatches * scale, confidence * scale, grad)
+    config, compute, kind = spec.config, spec.compute, spec.config.divergence
+    weight = s_head.weight
+    vocab, device = weight.shape[0], weight.device
+    inv_t = 1.0 / config.temperature
+    need_d, need_s, need_w, need_b = needs
+    direct = weight.dtype == compute  # accumulate in place, no fp32 copy needed
+
+    def accumulator(like: torch.Tensor, needed: bool) -> torch.Tensor | None:
+        return torch.zeros(like.shape, dtype=compute, device=device) if needed else None
+
+    grad_d, grad_s = accumulator(d_hidden, need_d), accumulator(s_hidden, need_s)
+    grad_w = torch.zeros_like(weight) if need_w else None
+    grad_b = torch.zeros_like(s_head.bias) if need_b else None
+    segments = []  # (hidden rows, their gradient, tile -> d loss / d raw logits)
+    if d_hidden.shape[0]:
+        def distill_tile(r, v0, v1):
+            zs = _project(d_hidden[r], s_head, v0, v1, compute).mul_(inv_t).sub_(stats.s_lse[r].unsqueeze(-1))
+            zt = None
+            if kind != "sampled_token":
+                zt = _project(teacher[r], t_head, v0, v1, compute).mul_(inv_t).sub_(stats.t_lse[r].unsqueeze(-1))
+            tokens = spec.d_tokens[r] if spec.d_tokens is not None else None
+            return _distill_grad(kind, zs, zt, tokens, v0, stats.reduction[r], config).mul_(spec.d_scale * inv_t)
+        segments.append((d_hidden, grad_d, distill_tile))
+    if s_hidden.shape[0]:
+        def sft_tile(r, v0, v1):
+            q = _project(s_hidden[r], s_head, v0, v1, compute).sub_(stats.sft_lse[r].unsqueeze(-1)).exp_()
+            return _add_at_targets(q, spec.s_tokens[r], v0, torch.full_like(stats.sft_lse[r], -1.0)).mul_(spec.s_scale)
+        segments.append((s_hidden, grad_s, sft_tile))
+    rows, width = config.tile(max((h.shape[0] for h, _, _ in segments), default=0), vocab, backward=True)
+    for v0 in range(0, vocab if segments else 0, width):
+        v1 = min(v0 + width, vocab)
+        tile_w = (grad_w[v0:v1] if direct else torch.zeros((v1 - v0, weight.shape[1]), dtype=compute,
+                                                           device=device)) if need_w else None
+        for hidden, grad_h, tile_fn in segments:
+            for r0 in range(0, hidden.shape[0], rows):
+                r = slice(r0, min(r0 + rows, hidden.shape[0]))
+                grad = tile_fn(r, v0, v1).mul_(scale).to(weight.dtype)  # d loss / d logits, in the logits' dtype
+                if grad_h is not None:
+                    grad_h[r] += grad @ weight[v0:v1]
+                if tile_w is not None:
+                    tile_w += grad.t() @ hidden[r]
+                if grad_b is not None:
+                    grad_b[v0:v1] += grad.sum(0)
+                del grad
+        if need_w and not direct:
+            grad_w[v0:v1] = tile_w
+    return _cast(grad_d, d_hidden), _cast(grad_s, s_hidden), grad_w, grad_b
 
 
-class _ChunkedDistillation(torch.autograd.Function):
-    """Loss forward with its gradient precomputed chunk by chunk; backward just scales it.
+def _cast(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return grad.to(like.dtype) if grad is not None else None
 
-    The gradient is kept as one tensor in the student logits' dtype. It is handed to autograd
-    (scaled in place) on the first backward; a second backward through a retained graph (e.g.
-    ``gradcheck``) recomputes it from the saved inputs instead of reusing the consumed buffer.
-    """
+
+class _FusedLoss(torch.autograd.Function):
+    """Loss forward (passes 1-2); the backward rebuilds the tiles (pass 3). See the module docstring."""
 
     @staticmethod
-    def forward(ctx, student, teacher, batch_idx, pos_idx, tokens, kernel, chunk_size, temperature):  # type: ignore[override]
-        result = _chunked_pass(student, teacher, (batch_idx, pos_idx), tokens, kernel, chunk_size, need_grad=True,
-                               temperature=temperature)
-        saved_tokens = tokens if tokens is not None else torch.empty(0)
-        ctx.save_for_backward(student, teacher, batch_idx, pos_idx, saved_tokens)
-        ctx.has_tokens = tokens is not None
-        ctx.kernel, ctx.chunk_size, ctx.temperature = kernel, chunk_size, temperature
-        ctx.grad = result.grad
-        ctx.mark_non_differentiable(result.per_token, result.mismatch, result.confidence)
-        return result.loss, result.per_token, result.mismatch, result.confidence
+    def forward(ctx, d_hidden, s_hidden, weight, bias, teacher, t_weight, t_bias, spec):  # type: ignore[override]
+        compute = spec.compute
+        s_head, t_head = Head(weight, bias), Head(t_weight, t_bias)
+        zero = torch.zeros((), dtype=compute, device=weight.device)
+        if d_hidden.shape[0]:
+            d_losses, mismatch, confidence, s_lse, t_lse, reduction = _distill_forward(
+                d_hidden, teacher, s_head, t_head, spec)
+            distill = d_losses.sum() * spec.d_scale
+        else:
+            empty = torch.zeros(0, dtype=compute, device=weight.device)
+            d_losses, s_lse, t_lse, reduction = empty, empty, empty, empty
+            distill, mismatch, confidence = zero, zero, zero
+        if s_hidden.shape[0]:
+            nll, sft_lse = _sft_forward(s_hidden, s_head, spec)
+            sft_sum = nll.sum()
+        else:
+            sft_lse, sft_sum = torch.zeros(0, dtype=compute, device=weight.device), zero
+        ctx.stats = _RowStats(s_lse, t_lse, reduction, sft_lse)
+        ctx.spec = spec
+        ctx.save_for_backward(d_hidden, s_hidden, weight, bias, teacher, t_weight, t_bias)
+        loss = distill + sft_sum * spec.s_scale
+        outputs = (loss, d_losses, mismatch * spec.d_scale, confidence * spec.d_scale, distill.clone(),
+                   sft_sum / max(s_hidden.shape[0], 1))
+        ctx.mark_non_differentiable(*outputs[1:])
+        return outputs
 
     @staticmethod
     def backward(ctx, grad_loss, *_unused):  # type: ignore[override]
-        grad = ctx.grad
-        ctx.grad = None
-        if grad is None:
-            student, teacher, batch_idx, pos_idx, tokens = ctx.saved_tensors
-            rows = (batch_idx, pos_idx)
-            tokens = tokens if ctx.has_tokens else None
-            grad = _chunked_pass(student, teacher, rows, tokens, ctx.kernel, ctx.chunk_size, need_grad=True,
-                                 temperature=ctx.temperature).grad
-        grad.mul_(grad_loss.to(grad.dtype))
-        return grad, None, None, None, None, None, None, None
+        d_hidden, s_hidden, weight, bias, teacher, t_weight, t_bias = ctx.saved_tensors
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2],
+                 bias is not None and ctx.needs_input_grad[3])
+        t_head = Head(t_weight, t_bias) if teacher is not None else None
+        grad_d, grad_s, grad_w, grad_b = _backward_pass(
+            d_hidden, s_hidden, teacher, Head(weight, bias), t_head, ctx.stats, ctx.spec,
+            grad_loss.to(ctx.spec.compute), needs)
+        return grad_d, grad_s, grad_w, grad_b, None, None, None, None
 
 
-def _validate_inputs(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None
-) -> None:
-    if student_logits.dim() != 3:
-        raise ValueError(f"student_logits must have shape (B, T, V); received {tuple(student_logits.shape)}")
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
-            f"teacher_logits must have the student's shape {tuple(student_logits.shape)}; "
-            f"received {tuple(teacher_logits.shape)}"
-        )
-    if tuple(mask.shape) != tuple(student_logits.shape[:2]):
-        raise ValueError(f"mask must have shape {tuple(student_logits.shape[:2])}; received {tuple(mask.shape)}")
-    if tokens is not None and tuple(tokens.shape) != tuple(student_logits.shape[:2]):
-        raise ValueError(
-            f"sampled_tokens must have shape {tuple(student_logits.shape[:2])}; received {tuple(tokens.shape)}"
-        )
-
-
-def _distillation_loss(
+def fused_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor | None,
+    student_head: Head,
+    teacher_head: Head | None,
+    tokens: torch.Tensor,
+    distill_mask: torch.Tensor,
     config: LossConfig,
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    mask: torch.Tensor,
-    sampled_tokens: torch.Tensor | None,
+    sft_mask: torch.Tensor | None = None,
+    sft_weight: float = 1.0,
 ) -> LossOutput:
-    if config.kind == "sampled_token" and sampled_tokens is None:
-        raise ConfigError("sampled_tokens", "a (B, T) tensor of token ids when loss='sampled_token'", None)
-    tokens = sampled_tokens if config.kind == "sampled_token" else None
-    _validate_inputs(student_logits, teacher_logits, mask, tokens)
-    batch_idx, pos_idx = mask.to(torch.bool).nonzero(as_tuple=True)
-    kernel = _chunk_kernel(config)
-    rows_per_chunk = config.rows_per_chunk(student_logits.shape[-1])
-    teacher = teacher_logits.detach()
-    if student_logits.requires_grad and torch.is_grad_enabled():
-        outputs = _ChunkedDistillation.apply(
-            student_logits, teacher, batch_idx, pos_idx, tokens, kernel, rows_per_chunk, config.temperature
-        )
-        return LossOutput(*outputs)
-    result = _chunked_pass(
-        student_logits.detach(), teacher, (batch_idx, pos_idx), tokens, kernel, rows_per_chunk, need_grad=False,
-        temperature=config.temperature,
-    )
-    return LossOutput(result.loss, result.per_token, result.mismatch, result.confidence)
-
-
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    kind: str = "forward_kl",
-    tau: float | None = 0.05,
-    beta: float = 0.5,
-    sampled_tokens: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    chunk_size: int = 256,
-    chunk_elements: int = 2**22,
-) -> LossOutput:
-    """Distillation loss of student logits against (constant) teacher logits over valid positions.
+    """Distillation loss (plus, with ``sft_mask``, weighted cross-entropy) from hidden states.
 
     Args:
-        student_logits: ``(B, T, V)``, any float dtype; position ``n`` predicts completion token ``n``.
-        teacher_logits: ``(B, T, V)``, same positions; detached here.
-        mask: ``(B, T)`` bool (or 0/1); False marks padding / prompt positions that must not count.
-        kind, tau, beta, temperature, chunk_size, chunk_elements: see :class:`LossConfig` (validated there).
-        sampled_tokens: ``(B, T)`` token ids the student sampled; required for ``sampled_token``.
+        student_hidden: ``(B, T, H)`` student hidden states; position ``n`` predicts ``tokens[:, n]``.
+        teacher_hidden: ``(B, T, H_t)`` teacher hidden states at the same positions (detached here);
+            None when nothing is distilled (``distill_mask`` all False).
+        student_head, teacher_head: the output projections (vocabularies must match).
+        tokens: ``(B, T)`` completion token ids: the sampled tokens of ``sampled_token`` and the
+            cross-entropy targets.
+        distill_mask: ``(B, T)`` bool: positions trained with the divergence.
+        config: :class:`LossConfig`.
+        sft_mask: ``(B, T)`` bool: positions trained with cross-entropy (MOTAB's revise marker and
+            teacher continuation), or None.
+        sft_weight: weight of the cross-entropy term.
 
     Returns:
-        :class:`LossOutput`. Peak memory beyond the inputs is about one ``(B, T, V)`` gradient in the
-        student's dtype plus a few ``chunk_size x V`` fp32 buffers (see the module docstring).
+        :class:`LossOutput`; ``loss`` is differentiable with respect to ``student_hidden`` and the
+        student head when those require gradients and grad mode is on.
     """
-    config = LossConfig(kind=kind, tau=tau, beta=beta, temperature=temperature, chunk_size=chunk_size,
-                        chunk_elements=chunk_elements)
-    return _distillation_loss(config, student_logits, teacher_logits, mask, sampled_tokens)
+    _validate(student_hidden, teacher_hidden, student_head, teacher_head, tokens, distill_mask, sft_mask)
+    compute = torch.promote_types(student_hidden.dtype, torch.float32)
+    distill_mask = distill_mask.bool()
+    d_rows = distill_mask.nonzero(as_tuple=True)
+    s_rows = sft_mask.bool().nonzero(as_tuple=True) if sft_mask is not None else (d_rows[0][:0], d_rows[1][:0])
+    n_d, n_s = d_rows[0].numel(), s_rows[0].numel()
+    kind = config.divergence
+    spec = _Spec(config, tokens[d_rows].long() if kind == "sampled_token" else None, tokens[s_rows].long(),
+                 1.0 / max(n_d, 1), float(sft_weight) / max(n_s, 1), compute)
+    d_hidden, s_hidden = student_hidden[d_rows], student_hidden[s_rows]
+    if teacher_hidden is not None:
+        teacher = teacher_hidden.detach()[d_rows]
+        t_head = _detached(teacher_head)
+    else:
+        teacher, t_head = d_hidden.detach(), _detached(student_head)  # unused: no distilled rows
+    bias = student_head.bias
+    loss, d_losses, mismatch, confidence, distill, sft = _FusedLoss.apply(
+        d_hidden, s_hidden, student_head.weight, bias, teacher, t_head.weight, t_head.bias, spec)
+    per_token = torch.zeros(distill_mask.shape, dtype=compute, device=d_losses.device)
+    per_token[d_rows] = d_losses
+    return LossOutput(loss, per_token, mismatch, confidence, distill, sft)
+
+
+def _validate(student_hidden, teacher_hidden, student_head, teacher_head, tokens, distill_mask, sft_mask) -> None:
+    if student_hidden.dim() != 3:
+        raise ValueError(f"student_hidden must have shape (B, T, H); received {tuple(student_hidden.shape)}")
+    shape = tuple(student_hidden.shape[:2])
+    for name, value in (("tokens", tokens), ("distill_mask", distill_mask), ("sft_mask", sft_mask)):
+        if value is not None and tuple(value.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}; received {tuple(value.shape)}")
+    if bool(distill_mask.any()):
+        if teacher_hidden is None or teacher_head is None:
+            raise ValueError("distilled positions need teacher_hidden and teacher_head")
+        if tuple(teacher_hidden.shape[:2]) != shape:
+            raise ValueError(f"teacher_hidden must have shape {shape} + (H,); received {tuple(teacher_hidden.shape)}")
+        if teacher_head.weight.shape[0] != student_head.weight.shape[0]:
+            raise ValueError(f"teacher and student vocabularies differ: {teacher_head.weight.shape[0]} vs "
+                             f"{student_head.weight.shape[0]}")
+
+
+@torch.no_grad()
+def token_scores(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    per_position: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    chunk_elements: int = LossConfig.chunk_elements,
+) -> TokenScores:
+    """Log-probability of ``tokens`` (and ``per_position`` of the fp32 logits) at the valid positions,
+    projecting ``chunk_elements // V`` rows at a time (whole vocabulary rows; no gradient)."""
+    compute = torch.promote_types(hidden.dtype, torch.float32)
+    rows = mask.bool().nonzero(as_tuple=True)
+    selected, targets = hidden[rows], tokens[rows].long()
+    logprobs = torch.zeros(mask.shape, dtype=compute, device=hidden.device)
+    extra = torch.zeros(mask.shape, dtype=compute, device=hidden.device) if per_position is not None else None
+    step = max(1, chunk_elements // weight.shape[0])
+    for r0 in range(0, selected.shape[0], step):
+        r = slice(r0, r0 + step)
+        logits = F.linear(selected[r], weight, bias).to(compute)
+        chunk_rows = (rows[0][r], rows[1][r])
+        logprobs[chunk_rows] = torch.log_softmax(logits, -1).gather(-1, targets[r].unsqueeze(-1)).squeeze(-1)
+        if extra is not None:
+            extra[chunk_rows] = per_position(logits).to(compute)
+    return TokenScores(logprobs, extra)

@@ -27,6 +27,13 @@ def parse_reveal_ratio(action: Any) -> tuple[float, bool]:
     return float(parsed.alpha[0]), bool(parsed.clipped[0])
 
 
+# The window flags of a single run that did not diverge (read-only: shared by every step).
+_FALSE = np.zeros(1, dtype=bool)
+_NO_REASON = np.array([""], dtype=object)
+_FALSE.setflags(write=False)
+_NO_REASON.setflags(write=False)
+
+
 class ExposureEnv(gym.Env):
     """A self-distillation run whose teacher exposure (reveal ratio) is the action.
 
@@ -148,8 +155,12 @@ class ExposureEnv(gym.Env):
         parsed = episode.parse_actions(action)
         num_updates = min(self.config.hold_window, self.config.total_updates - int(state.updates_done[0]))
         result = self.backend.run_window(float(parsed.alpha[0]), num_updates)
+        if result.diverged:
+            diverged, reason = np.array([True]), np.array([result.divergence_reason], dtype=object)
+        else:
+            diverged, reason = _FALSE, _NO_REASON
         window = episode.Window(UpdateTrace(result.trace.values[:, None, :]), np.array([result.stats.score]),
-                                np.array([result.diverged]), np.array([result.divergence_reason], dtype=object))
+                                diverged, reason)
         step = episode.advance(state, parsed, window, self.config)
         self._state = step.state
         terminated = bool(step.terminated[0])

@@ -162,8 +162,9 @@ class Step(NamedTuple):
     progress_before: np.ndarray
     """(B,) the progress signal before the window."""
     action: Action
-    num_updates: np.ndarray
-    """(B,) int64 updates run in the window."""
+    num_updates: int | np.ndarray
+    """Updates run in the window: one number for all runs of an :func:`advance`, or a (B,) int64
+    array when windows of different lengths were merged (the vector env)."""
     trace: UpdateTrace
     """The window's trace, ``progress`` bound to the config's progress signal."""
 
@@ -266,6 +267,23 @@ def _window_map(ema_decay: float, gamma: float, progress_signal: str, n: int) ->
     return _WindowMap(matrix, cmap.weights, drops, immediate, grounded, progress, mismatch, checksum)
 
 
+# OpenBLAS runs a matrix product on several threads above 65536 * 4 multiply-adds. On a shared 2-core
+# machine those threads were measured to stall the window map of 1024 runs ((1024 x 43) @ (43 x 22))
+# from ~25 us to several ms; products over row blocks below that size stay on the calling thread.
+_SINGLE_THREAD_WORK = 65536 * 4
+
+
+def _matmul_rows(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``x @ matrix``, computed over row blocks small enough for a single-threaded BLAS call."""
+    rows = max(1, _SINGLE_THREAD_WORK // (matrix.shape[0] * matrix.shape[1]))
+    if x.shape[0] <= rows:
+        return x @ matrix
+    out = np.empty((x.shape[0], matrix.shape[1]))
+    for start in range(0, x.shape[0], rows):
+        np.matmul(x[start:start + rows], matrix, out=out[start:start + rows])
+    return out
+
+
 def advance(state: EpisodeState, action: Action, window: Window, config: ExposureEnvConfig) -> Step:
     """One decision for ``B`` runs whose windows all have the same length (see the module docstring)."""
     values = window.trace.values  # (F, B, n)
@@ -276,24 +294,27 @@ def advance(state: EpisodeState, action: Action, window: Window, config: Exposur
     m = _window_map(config.ema_decay, config.gamma, config.progress_signal, n)
     x = np.concatenate((flat, state.progress[:, None], action.alpha[:, None], window.score[:, None], state.features),
                        axis=1)
-    y = x @ m.matrix
+    y = _matmul_rows(x, m.matrix)
     parts = RewardComponents(y[:, m.immediate], np.maximum(y[:, m.drops], 0.0) @ m.discount, y[:, m.grounded])
     reward = config.reward(parts)
     updates_done = state.updates_done + n
     features = y[:, : len(OBSERVATION_FIELDS)]
-    features[:, PROGRESS_COLUMN] = updates_done / config.total_updates
+    np.divide(updates_done, config.total_updates, out=features[:, PROGRESS_COLUMN])
     new = EpisodeState(updates_done, features, y[:, m.progress], y[:, m.mismatch])
-    diverged = window.diverged | ~np.isfinite(y[:, m.checksum])
+    diverged = ~np.isfinite(y[:, m.checksum])
     reasons = window.reasons
-    if diverged.any():
+    terminated = new.updates_done >= config.total_updates
+    # (np.count_nonzero: ndarray.any() costs a microsecond more at batch size one, on every step)
+    if np.count_nonzero(diverged) or np.count_nonzero(window.diverged):
+        diverged |= window.diverged
         new = EpisodeState(*(np.where(diverged.reshape(-1, *(1,) * (old.ndim - 1)), old, fresh)
                              for old, fresh in zip(state, new)))
         reward = np.where(diverged, -float(config.divergence_penalty), reward)
         parts = RewardComponents(*(np.where(diverged, 0.0, part) for part in parts))
         reasons = np.where(diverged & (reasons == ""), "non-finite statistics", reasons).astype(object)
-    terminated = diverged | (new.updates_done >= config.total_updates)
+        terminated = diverged | (new.updates_done >= config.total_updates)
     return Step(new, to_observation(new.features), reward, terminated, diverged, reasons, parts, state.progress,
-                action, np.full(batch, n, dtype=np.int64), window.trace.with_progress_signal(config.progress_signal))
+                action, n, window.trace.with_progress_signal(config.progress_signal))
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -313,17 +334,23 @@ def reset_info(state: EpisodeState, config: ExposureEnvConfig, row: int | None =
 def step_info(step: Step, config: ExposureEnvConfig, row: int | None = None) -> StepInfo:
     """The step ``info``: Python scalars and the window's trace for run ``row``, or arrays over the
     batch (``row=None``)."""
-    info: StepInfo = reset_info(step.state, config, row)  # type: ignore[assignment]
     parts = step.components
     if row is None:
+        info: StepInfo = reset_info(step.state, config)  # type: ignore[assignment]
         info.update(reveal_ratio=step.action.alpha, action_clipped=step.action.clipped,
-                    num_updates=step.num_updates, progress_before=step.progress_before, trace=step.trace,
+                    num_updates=np.broadcast_to(step.num_updates, step.diverged.shape).astype(np.int64),
+                    progress_before=step.progress_before, trace=step.trace,
                     reward_components=parts._asdict(), diverged=step.diverged, divergence_reason=step.reasons)
         return info
-    info.update(reveal_ratio=float(step.action.alpha[row]), action_clipped=bool(step.action.clipped[row]),
-                num_updates=int(step.num_updates[row]), progress_before=float(step.progress_before[row]),
-                trace=step.trace.window(row),
-                reward_components={name: float(part[row]) for name, part in zip(REWARD_COMPONENT_KEYS, parts)},
-                diverged=bool(step.diverged[row]), divergence_reason=str(step.reasons[row]))
-    return info
+    state = step.state
+    return StepInfo(
+        score=float(state.features[row, SCORE_COLUMN]), mismatch=float(state.mismatch[row]),
+        updates_done=int(state.updates_done[row]), total_updates=config.total_updates,
+        hold_window=config.hold_window, num_decisions=config.num_decisions,
+        reveal_ratio=float(step.action.alpha[row]), action_clipped=bool(step.action.clipped[row]),
+        num_updates=step.num_updates if isinstance(step.num_updates, int) else int(step.num_updates[row]),
+        progress_before=float(step.progress_before[row]),
+        trace=step.trace.window(row),
+        reward_components={name: float(part[row]) for name, part in zip(REWARD_COMPONENT_KEYS, parts)},
+        diverged=bool(step.diverged[row]), divergence_reason=str(step.reasons[row]))
 

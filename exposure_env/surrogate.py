@@ -388,8 +388,6 @@ class SurrogateWindow(NamedTuple):
     """(F, B, n): ``traces[i]`` is the per-update (B, n) array of ``TRACE_FIELDS[i]``."""
     score: np.ndarray
     """(B, n) expected accuracy after each update (noise-free)."""
-    collapsed: np.ndarray
-    """(B,) bool: the expected accuracy at the end of the window is below ``collapse_score``."""
     features: np.ndarray
     """(K, B, n) the observation model's inputs per update: 1, S, G, exp(-G / mismatch_scale), the
     transient s, the revealed share. A view of scratch memory: valid until the next call that
@@ -471,7 +469,12 @@ def transition(
     shallow += target[:, None]
     traces, score = _emit(params, _sigmoid(logit), shown, buffer)
     return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score,
-                           score[:, -1] < params.collapse_score, buffer[:NUM_FEATURES])
+                           buffer[:NUM_FEATURES])
+
+
+def collapsed(params: SurrogateParams, score: np.ndarray) -> np.ndarray:
+    """Which runs with this (end-of-window) expected accuracy have collapsed (count as diverged)."""
+    return score < params.collapse_score
 
 
 def collapse_reason(params: SurrogateParams) -> str:
@@ -651,7 +654,7 @@ class SurrogateBackend:
         traces = window.traces[:, 0]  # (F, n)
         score = float(window.score[0, -1])
         stats = stats_from_values(self._updates_done, float(reveal_ratio), traces[:, -1].tolist(), score)
-        if window.collapsed[0]:
+        if collapsed(self.params, score):
             return WindowResult(stats, UpdateTrace(traces), True, collapse_reason(self.params))
         return WindowResult(stats, UpdateTrace(traces))
 

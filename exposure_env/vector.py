@@ -44,6 +44,7 @@ from exposure_env.surrogate import (
     SurrogateState,
     Workspace,
     collapse_reason,
+    collapsed,
     initial,
     observe,
     split_surrogate_kwargs,
@@ -118,11 +119,12 @@ class SurrogateVectorEnv(VectorEnv):
         if not isinstance(rows, slice):
             action = episode.Action(action.alpha[rows], action.clipped[rows])
         window = transition(self.params, sub, action.alpha, length, self._rng, self._workspace)
-        collapsed = window.collapsed
-        reasons = self._no_reasons[rows] if not collapsed.any() else np.where(collapsed, self._collapse_reason, "")
+        score = window.score[:, -1]
+        down = collapsed(self.params, score)
+        reasons = self._no_reasons[rows] if not np.count_nonzero(down) else np.where(down, self._collapse_reason, "")
         state = self._episode if isinstance(rows, slice) else self._episode.rows(rows)
-        step = episode.advance(state, action, episode.Window(UpdateTrace(window.traces), window.score[:, -1],
-                                                             collapsed, reasons.astype(object)), self.config)
+        step = episode.advance(state, action, episode.Window(UpdateTrace(window.traces), score, down,
+                                                             reasons.astype(object)), self.config)
         # A diverged sub-env keeps its last good latent state, as its episode state (the kernel's rule).
         good = ~step.diverged
         if good.all():

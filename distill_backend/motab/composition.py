@@ -26,12 +26,15 @@ padding                            none                       -
 =================================  =========================  =====================================
 
 Each term is averaged over its own tokens pooled over the batch; the total is
-``distill + sft_weight * sft`` (a batch without breaches is exactly the OPSD loss).
+``distill + sft_weight * sft`` (a batch without breaches is exactly the OPSD loss). Both terms are
+evaluated by the fused loss (:func:`distill_backend.losses.fused_loss`, through the update step
+:func:`distill_backend.opsd_step.opsd_step`), which takes the two masks.
 
-The hook in ``Qwen3DistillBackend`` (owned elsewhere) is two calls per update:
+The hook in ``Qwen3DistillBackend`` (owned elsewhere) is one call per update:
 :func:`motab_opsd_batch` after sampling the student rollouts (teacher calls inside the teacher
-context, e.g. ``disable_adapter()`` for LoRA) and :func:`motab_opsd_loss` instead of the plain
-distillation loss. This module knows token ids, models and losses; not prompts, alpha or the env.
+context, e.g. ``disable_adapter()`` for LoRA); its :meth:`MotabOpsdBatch.step_batch` then goes to
+the update step in place of the plain batch. This module knows token ids, models and loss masks;
+not prompts, alpha or the env.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from distill_backend.losses import LossConfig, LossOutput
 from distill_backend.motab.config import MotabConfig
 from distill_backend.motab.pipeline import MotabRecord, TokenizerInfo, motab_from_completions
 from distill_backend.motab.stitch import ORIGIN_MARKER, ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_TEACHER
+from distill_backend.opsd_step import StepBatch
 from distill_backend.rollout import PromptBatch, pad_left, pad_right
 
 
@@ -66,14 +69,10 @@ class MotabOpsdBatch(NamedTuple):
     """(N, T) bool: tokens trained with cross-entropy."""
     records: list[MotabRecord]
 
-
-class MotabLoss(NamedTuple):
-    loss: torch.Tensor
-    """``distill + sft_weight * sft`` (scalar, differentiable)."""
-    distill: LossOutput
-    """The divergence term with its statistics (mismatch, confidence) over ``distill_mask``."""
-    sft: torch.Tensor
-    """Mean cross-entropy over ``sft_mask`` (0 when the batch has no intervention), detached."""
+    def step_batch(self) -> StepBatch:
+        """The batch for :func:`distill_backend.opsd_step.opsd_step` (one prompt row per sequence)."""
+        return StepBatch(self.prompt, self.teacher_prompt, self.completion_ids, self.completion_mask,
+                         self.distill_mask, self.sft_mask)
 
 
 def completion_lists(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
@@ -114,24 +113,3 @@ def motab_opsd_batch(
         pad_left(student_prompts, tok.pad_id, device), pad_left(teacher_prompts, tok.pad_id, device),
         ids, mask, origin, distill, sft, out.records,
     )
-
-
-def motab_opsd_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    batch: MotabOpsdBatch,
-    loss: LossConfig,
-    sft_weight: float = 1.0,
-) -> MotabLoss:
-    """The composition's loss on logits aligned with ``batch.completion_ids`` (position n predicts
-    token n, as :func:`distill_backend.rollout.completion_logits` returns them)."""
-    distill = loss(student_logits, teacher_logits, batch.distill_mask, batch.completion_ids)
-    count = int(batch.sft_mask.sum())
-    if count:
-        nll = torch.nn.functional.cross_entropy(
-            student_logits.float().transpose(1, 2), batch.completion_ids, reduction="none"
-        )
-        sft = (nll * batch.sft_mask).sum() / count
-    else:
-        sft = student_logits.sum() * 0.0  # keeps the graph (and the dtype) when nothing was stitched
-    return MotabLoss(distill.loss + sft_weight * sft, distill, sft.detach())

@@ -1,24 +1,39 @@
-"""Batched scoring and sampling of any causal LM, as MOTAB and its baselines need them.
+"""MOTAB's view of a causal LM: token-list wrappers around the one decoder and the one scorer.
 
-What is here and not in :mod:`distill_backend.rollout`: sampling that stops *per row* at a step
-delimiter (MOTAB and step-level SKD write one step at a time), two models decoding in lock-step
-(token-level SKD), and per-token teacher statistics (log-probability of the sampled token and the
-entropy of the renormalized top-k distribution at every completion position).
+MOTAB and its baselines work with plain ``list[int]`` token ids (rows have different lengths, and
+the pipeline cuts and stitches them). This module converts at that boundary and adds what only
+MOTAB needs on top of :mod:`distill_backend.rollout`: sampling that stops a row at a step delimiter
+(:class:`distill_backend.rollout.TextStop`), two models decoding in lock-step (token-level SKD,
+built from the same :class:`~distill_backend.rollout.Decoder` and
+:func:`~distill_backend.rollout.sample_next`), and per-token teacher statistics (log-probability of
+each completion token and the entropy of the renormalized top-k distribution, computed by the
+chunked scorer :func:`~distill_backend.rollout.completion_logprobs`).
 
-Token ids are plain ``list[int]`` at this boundary: rows have different lengths, and the pipeline
-cuts and stitches them. Randomness comes only from the ``torch.Generator`` passed in. This module
-knows nothing about prompts, tasks or MOTAB's rules.
+Randomness comes only from the ``torch.Generator`` passed in. This module knows nothing about
+prompts, tasks or MOTAB's rules.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
 from distill_backend.motab.monitor import topk_entropy
-from distill_backend.rollout import completion_logits, pad_left, pad_right
+from distill_backend.rollout import (
+    Decoder,
+    TextStop,
+    completion_logits,
+    completion_logprobs,
+    eval_mode,
+    pad_left,
+    pad_right,
+    sample_completions,
+    sample_next,
+)
+
+__all__ = ["CompletionScores", "Samples", "completion_batch", "eval_mode", "model_device", "sample",
+           "sample_token_skd", "score_completions", "token_text_table"]
 
 
 class CompletionScores(NamedTuple):
@@ -60,9 +75,8 @@ def completion_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(logits [B, T, V], completion ids [B, T], mask [B, T])``: position n predicts token n.
 
-    Uses :func:`distill_backend.rollout.completion_logits` (left-padded prompts, right-padded
-    completions, logits only over completion positions). Gradients flow when the caller has them
-    enabled, so this is also the training forward of SFT and on-policy distillation.
+    Full logits at once (:func:`distill_backend.rollout.completion_logits`): for inspection and
+    tests; training goes through :func:`distill_backend.opsd_step.opsd_step`.
     """
     if any(len(c) == 0 for c in completions):
         raise ValueError("every completion needs at least one token")
@@ -81,108 +95,27 @@ def score_completions(
     top_k: int | None = None,
 ) -> CompletionScores:
     """Per-token log-probabilities (and top-k entropies) of ``completions`` under ``model``."""
-    logits, targets, mask = completion_batch(model, prompts, completions, pad_id)
-    logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, :, None]).squeeze(-1)
-    ent = topk_entropy(logits, top_k) if top_k is not None else None
+    if any(len(c) == 0 for c in completions):
+        raise ValueError("every completion needs at least one token")
+    device = model_device(model)
+    ids, mask = pad_right(completions, pad_id, device)
+    entropy = (lambda logits: topk_entropy(logits, top_k)) if top_k is not None else None
+    scores = completion_logprobs(model, pad_left(prompts, pad_id, device), ids, mask, per_position=entropy)
     lengths = mask.sum(-1).tolist()
-    logprobs = [logp[i, :n].cpu() for i, n in enumerate(lengths)]
-    entropies = [ent[i, :n].cpu() if ent is not None else torch.empty(0) for i, n in enumerate(lengths)]
+    logprobs = [scores.logprobs[i, :n].float().cpu() for i, n in enumerate(lengths)]
+    extra = scores.extra
+    entropies = [extra[i, :n].float().cpu() if extra is not None else torch.empty(0) for i, n in enumerate(lengths)]
     return CompletionScores(logprobs, entropies)
 
 
-class IncrementalDecoder:
-    """One model decoding a batch of left-padded contexts with its KV cache.
-
-    ``start`` returns the next-token logits after each context; ``advance`` feeds one token per row
-    and returns the next logits. Finished rows keep being fed (a pad token); their outputs are
-    ignored by the caller, which keeps every row in one batched call.
-    """
-
-    def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
-        self.model = model
-        self.pad_id = pad_id
-        self.device = model_device(model)
-        self._cache = None
-        self._mask: torch.Tensor | None = None
-        self._position: torch.Tensor | None = None
-
-    def start(self, contexts: Sequence[Sequence[int]]) -> torch.Tensor:
-        ids, mask = pad_left(contexts, self.pad_id, self.device)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
-        self._cache, self._mask, self._position = out.past_key_values, mask, position[:, -1:]
-        return out.logits[:, -1].float()
-
-    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
-        assert self._mask is not None and self._position is not None, "start() first"
-        self._mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)
-        self._position = self._position + 1
-        out = self.model(
-            input_ids=tokens.view(-1, 1).to(self.device),
-            attention_mask=self._mask,
-            position_ids=self._position,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        self._cache = out.past_key_values
-        return out.logits[:, -1].float()
-
-
-@contextlib.contextmanager
-def eval_mode(*models: torch.nn.Module) -> Iterator[None]:
-    """Run with every model in eval mode, restoring each one's previous mode afterwards."""
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-
-
-def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row: greedy when ``temperature == 0``, else softmax(logits / T) sampling.
-
-    Sampling happens on the generator's device so a CPU generator also drives CUDA models.
-    """
-    if temperature == 0:
-        return logits.argmax(-1)
-    gen_device = generator.device if generator is not None else logits.device
-    probs = torch.softmax(logits.to(gen_device) / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
-
-
-class _RowTracker:
-    """Collects new tokens per row and decides when a row is done (EOS, stop text, budget)."""
-
-    def __init__(self, rows: int, eos_id: int, stop_text: str | None, texts: list[str] | None) -> None:
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.logprobs: list[list[float]] = [[] for _ in range(rows)]
-        self.finished = [False] * rows
-        self.done = [False] * rows
-        self._tails = [""] * rows
-        self.eos_id, self.stop_text, self.texts = eos_id, stop_text, texts
-        if stop_text is not None and texts is None:
-            raise ValueError("stop_text needs the token text table")
-
-    def add(self, chosen: list[int], logps: list[float]) -> None:
-        for i, (tok, lp) in enumerate(zip(chosen, logps)):
-            if self.done[i]:
-                continue
-            self.tokens[i].append(tok)
-            self.logprobs[i].append(lp)
-            if tok == self.eos_id:
-                self.done[i] = self.finished[i] = True
-            elif self.stop_text is not None:
-                tail = self._tails[i] + self.texts[tok]  # type: ignore[index]
-                if self.stop_text in tail:
-                    self.done[i] = True
-                self._tails[i] = tail[-len(self.stop_text):]
-
-    def result(self) -> Samples:
-        return Samples(self.tokens, [torch.tensor(lp) for lp in self.logprobs], self.finished)
+def _rows(ids: torch.Tensor, mask: torch.Tensor, logprobs: torch.Tensor, eos_id: int) -> Samples:
+    tokens, scores, finished = [], [], []
+    for row_ids, row_mask, row_lp in zip(ids.tolist(), mask.tolist(), logprobs.cpu()):
+        n = sum(row_mask)
+        tokens.append(row_ids[:n])
+        scores.append(row_lp[:n].clone())
+        finished.append(n > 0 and row_ids[n - 1] == eos_id)
+    return Samples(tokens, scores, finished)
 
 
 @torch.no_grad()
@@ -201,23 +134,14 @@ def sample(
     """Sample a continuation of every context, stopping a row at EOS, at ``stop_text`` or the budget."""
     if not contexts:
         return Samples([], [], [])
-    with eval_mode(model):
-        return _sample(model, contexts, max_new_tokens, eos_id, pad_id, temperature, generator, stop_text, token_texts)
-
-
-def _sample(model, contexts, max_new_tokens, eos_id, pad_id, temperature, generator, stop_text, token_texts) -> Samples:
-    decoder = IncrementalDecoder(model, pad_id)
-    logits = decoder.start(contexts)
-    rows = _RowTracker(len(contexts), eos_id, stop_text, token_texts)
-    for _ in range(max_new_tokens):
-        tokens = draw(logits, temperature, generator)
-        logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
-        rows.add(tokens.tolist(), logp.tolist())
-        if all(rows.done):
-            break
-        feed = torch.where(torch.as_tensor(rows.done, device=tokens.device), torch.full_like(tokens, pad_id), tokens)
-        logits = decoder.advance(feed)
-    return rows.result()
+    if stop_text is not None and token_texts is None:
+        raise ValueError("stop_text needs the token text table")
+    stop = TextStop(stop_text, token_texts, len(contexts)) if stop_text is not None else None
+    rollouts = sample_completions(
+        model, pad_left(contexts, pad_id, model_device(model)), max_new_tokens=max_new_tokens, eos_id=eos_id,
+        pad_id=pad_id, temperature=temperature, generator=generator, stop=stop, return_logprobs=True,
+    )
+    return _rows(rollouts.completion_ids, rollouts.completion_mask, rollouts.logprobs, eos_id)
 
 
 @torch.no_grad()
@@ -240,30 +164,28 @@ def sample_token_skd(
     tokens the teacher replaced.
     """
     with eval_mode(student, teacher):
-        return _token_skd(student, teacher, student_contexts, teacher_contexts, max_new_tokens, top_k, eos_id,
-                          pad_id, temperature, generator)
-
-
-def _token_skd(student, teacher, student_contexts, teacher_contexts, max_new_tokens, top_k, eos_id, pad_id,
-               temperature, generator) -> tuple[Samples, list[list[bool]]]:
-    s_dec, t_dec = IncrementalDecoder(student, pad_id), IncrementalDecoder(teacher, pad_id)
-    s_logits, t_logits = s_dec.start(student_contexts), t_dec.start(teacher_contexts)
-    rows = _RowTracker(len(student_contexts), eos_id, None, None)
-    replaced: list[list[bool]] = [[] for _ in student_contexts]
-    for _ in range(max_new_tokens):
-        proposal = draw(s_logits, temperature, generator)
-        t_logits = t_logits.to(proposal.device)
-        k = min(top_k, t_logits.shape[-1])
-        in_top = (t_logits.topk(k, dim=-1).indices == proposal[:, None]).any(-1)
-        fallback = draw(t_logits, temperature, generator)
-        chosen = torch.where(in_top, proposal, fallback)
-        logp = torch.log_softmax(s_logits, -1).gather(-1, chosen[:, None]).squeeze(-1)
-        for i, ok in enumerate(in_top.tolist()):
-            if not rows.done[i]:
-                replaced[i].append(not ok)
-        rows.add(chosen.tolist(), logp.tolist())
-        if all(rows.done):
-            break
-        feed = torch.where(torch.as_tensor(rows.done, device=chosen.device), torch.full_like(chosen, pad_id), chosen)
-        s_logits, t_logits = s_dec.advance(feed), t_dec.advance(feed)
-    return rows.result(), replaced
+        s_dec = Decoder(student, pad_left(student_contexts, pad_id, model_device(student)))
+        t_dec = Decoder(teacher, pad_left(teacher_contexts, pad_id, model_device(teacher)))
+        s_logits, t_logits = s_dec.logits.float(), t_dec.logits.float()
+        finished = torch.zeros(s_logits.shape[0], dtype=torch.bool, device=s_logits.device)
+        tokens, valid, logprobs, replaced = [], [], [], []
+        for _ in range(max_new_tokens):
+            proposal = sample_next(s_logits, temperature, generator=generator)
+            t_logits = t_logits.to(proposal.device)
+            k = min(top_k, t_logits.shape[-1])
+            in_top = (t_logits.topk(k, dim=-1).indices == proposal[:, None]).any(-1)
+            fallback = sample_next(t_logits, temperature, generator=generator)
+            chosen = torch.where(in_top, proposal, fallback)
+            logprobs.append(torch.log_softmax(s_logits, -1).gather(-1, chosen[:, None]).squeeze(-1))
+            chosen = torch.where(finished, torch.full_like(chosen, pad_id), chosen)
+            tokens.append(chosen)
+            valid.append(~finished)
+            replaced.append(~in_top)
+            finished = finished | (chosen == eos_id)
+            if bool(finished.all()):
+                break
+            s_logits, t_logits = s_dec.advance(chosen).float(), t_dec.advance(chosen).float()
+    mask = torch.stack(valid, dim=1)
+    samples = _rows(torch.stack(tokens, dim=1), mask, torch.stack(logprobs, dim=1), eos_id)
+    flags = torch.stack(replaced, dim=1)
+    return samples, [row[: len(t)] for row, t in zip(flags.tolist(), samples.tokens)]

@@ -5,7 +5,10 @@ optimizer updates on batches of the same size (:class:`TrainConfig`). SFT draws 
 fixed pool of synthesized examples (epochs of seeded permutations); the on-policy stage samples a
 fresh batch of student rollouts for every update.
 
-This module knows models, token ids and the loss functions; nothing about the task or prompts.
+Both stages take their optimizer steps through :func:`distill_backend.opsd_step.opsd_step` (SFT is
+the step with a cross-entropy mask and no teacher), so the forward, the fused loss and the clipped
+AdamW step are the backend's own. This module knows models, token ids and the training budgets;
+nothing about the task or prompts.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from distill_backend.losses import distillation_loss
-from distill_backend.motab.lm import completion_batch, eval_mode, sample
+from distill_backend.losses import LossConfig
+from distill_backend.motab.lm import model_device, sample
+from distill_backend.opsd_step import StepBatch, opsd_step, teacher_of
+from distill_backend.rollout import pad_left, pad_right
 from exposure_env.errors import check_range
 
 
@@ -62,23 +67,21 @@ class StageLog(NamedTuple):
     tokens: int
 
 
-def sft_loss(model: torch.nn.Module, batch: Sequence[SftExample], pad_id: int) -> tuple[torch.Tensor, int]:
-    """Cross-entropy over the masked completion tokens, pooled over the batch; and the token count."""
-    logits, targets, mask = completion_batch(model, [e.prompt for e in batch], [e.completion for e in batch], pad_id)
+def _sft_batch(batch: Sequence[SftExample], pad_id: int, device: torch.device) -> StepBatch:
+    """Prompts, completions and the cross-entropy mask of SFT examples (nothing distilled)."""
+    ids, mask = pad_right([e.completion for e in batch], pad_id, device)
     weights = torch.zeros_like(mask)
     for row, example in enumerate(batch):
         weights[row, : len(example.loss_mask)] = torch.as_tensor(example.loss_mask, dtype=torch.bool)
-    weights = weights & mask
-    count = int(weights.sum())
-    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (nll * weights).sum() / max(count, 1), count
+    return StepBatch(pad_left([e.prompt for e in batch], pad_id, device), None, ids, mask,
+                     torch.zeros_like(mask), weights & mask)
 
 
-def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+def sft_loss(model: torch.nn.Module, batch: Sequence[SftExample], pad_id: int) -> tuple[torch.Tensor, int]:
+    """Cross-entropy over the masked completion tokens, pooled over the batch (detached: the value
+    :func:`train_sft` steps on); and the token count."""
+    step = _sft_batch(batch, pad_id, model_device(model))
+    return opsd_step(model, None, step, LossConfig()).loss.loss, int(step.sft_mask.sum())
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -104,12 +107,12 @@ def train_sft(
     for _ in range(cfg.updates):
         while len(order) < cfg.batch_size:
             order += torch.randperm(len(examples), generator=generator).tolist()
-        batch = [examples[i] for i in order[: cfg.batch_size]]
+        batch = _sft_batch([examples[i] for i in order[: cfg.batch_size]], pad_id, model_device(model))
         order = order[cfg.batch_size:]
-        loss, count = sft_loss(model, batch, pad_id)
-        _step(model, optimizer, loss, cfg.grad_clip)
-        losses.append(float(loss.detach()))
-        tokens += count
+        step = opsd_step(model, None, batch, LossConfig(), optimizer=optimizer, params=list(model.parameters()),
+                         grad_clip=cfg.grad_clip)
+        losses.append(float(step.loss.loss))
+        tokens += int(batch.sft_mask.sum())
     model.eval()
     return StageLog(losses, cfg.updates * cfg.batch_size, tokens)
 
@@ -131,6 +134,7 @@ def train_onpolicy_rkl(
     ``on_rollouts(rows, completions)``, when given, sees every update's prompt indices and sampled
     completions (bookkeeping only, e.g. how many training texts end with the right answer)."""
     optimizer = _optimizer(student, cfg)
+    device = model_device(student)
     losses, tokens = [], 0
     for _ in range(cfg.updates):
         rows = torch.randint(len(student_prompts), (cfg.batch_size,), generator=generator).tolist()
@@ -140,13 +144,11 @@ def train_onpolicy_rkl(
                              temperature=cfg.temperature, generator=generator).tokens
         if on_rollouts is not None:
             on_rollouts(rows, completions)
-        with torch.no_grad(), eval_mode(teacher):
-            t_logits, _, _ = completion_batch(teacher, t_prompts, completions, pad_id)
-        student.train()
-        s_logits, _, mask = completion_batch(student, s_prompts, completions, pad_id)
-        out = distillation_loss(s_logits, t_logits, mask, kind="reverse_kl")
-        _step(student, optimizer, out.loss, cfg.grad_clip)
-        losses.append(float(out.loss.detach()))
+        ids, mask = pad_right(completions, pad_id, device)
+        batch = StepBatch(pad_left(s_prompts, pad_id, device), pad_left(t_prompts, pad_id, device), ids, mask, mask)
+        step = opsd_step(student, teacher_of(teacher), batch, LossConfig(kind="reverse_kl"), optimizer=optimizer,
+                         params=list(student.parameters()), grad_clip=cfg.grad_clip)
+        losses.append(float(step.loss.loss))
         tokens += int(mask.sum())
     student.eval()
     return StageLog(losses, cfg.updates * cfg.batch_size, tokens)

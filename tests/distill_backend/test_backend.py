@@ -180,3 +180,34 @@ def test_teacher_reference_logprob_is_rescored_for_a_live_teacher(tiny_config, t
     trace = b.run_window(1.0, 3).trace.teacher_ref_logprob
     assert not b._ref_logprob_cache and len(set(trace.tolist())) > 1  # the live teacher changes each update
     b.close()
+
+
+def test_probe_every_holds_the_probe_nll_between_measurements(tiny_config, tiny_checkpoint):
+    from distill_backend.backend import Qwen3DistillBackend
+
+    b = Qwen3DistillBackend(dataclasses.replace(tiny_config, probe_every=3, lr=5e-2))
+    b.reset(seed=0)
+    trace = b.run_window(1.0, 6).trace.probe_nll  # measured after updates 3 and 6, held in between
+    assert trace[0] == trace[1] and trace[2] != trace[1] and trace[2] == trace[3] == trace[4] != trace[5]
+    every = Qwen3DistillBackend(dataclasses.replace(tiny_config, lr=5e-2))
+    every.reset(seed=0)
+    measured = every.run_window(1.0, 6).trace.probe_nll
+    assert len(set(measured.tolist())) == 6 and measured[2] == trace[2] and measured[5] == trace[5]
+    with pytest.raises(ConfigError, match="probe_every"):
+        dataclasses.replace(tiny_config, probe_every=0)
+
+
+def test_loss_and_learning_rate_follow_the_model_unless_given():
+    """The tiny default takes its measured recipe, a checkpoint the paper's; explicit values win."""
+    from distill_backend.config import CHECKPOINT_RECIPE, TINY_RECIPE, BackendConfig
+
+    tiny = BackendConfig()
+    assert (tiny.effective_loss, tiny.effective_lr) == (TINY_RECIPE["loss"], TINY_RECIPE["lr"])
+    assert tiny.loss_config.kind == TINY_RECIPE["loss"]
+    real = BackendConfig(model="/some/checkpoint")
+    assert (real.effective_loss, real.effective_lr) == ("forward_kl", 5e-6) == tuple(CHECKPOINT_RECIPE.values())
+    assert real.loss_config.tau == 0.05
+    chosen = BackendConfig(loss="jsd", lr=1e-3)
+    assert (chosen.effective_loss, chosen.effective_lr, chosen.loss_config.kind) == ("jsd", 1e-3, "jsd")
+    with pytest.raises(ConfigError, match="loss"):
+        BackendConfig(loss="kl")

@@ -1,4 +1,8 @@
-"""Tests of distill_backend.losses: hand-computed values, chunking, masking, dtypes, gradients."""
+"""Tests of distill_backend.losses: hand-computed values, tiling, masking, dtypes, gradients.
+
+The logits-level cases run the fused path with an identity output head (hidden states = logits),
+so a gradient with respect to the hidden states is the gradient with respect to the logits.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,33 @@ import torch
 
 from distill_backend.losses import (
     LOSS_KINDS,
+    Head,
     LossConfig,
     LossOutput,
-    distillation_loss,
     forward_kl_clipped,
+    fused_loss,
     generalized_jsd,
     reverse_kl,
     sampled_token_loss,
 )
 from exposure_env.errors import ConfigError
+
+
+def distillation_loss(student_logits, teacher_logits, mask, *, kind="forward_kl", tau=0.05, beta=0.5,
+                      sampled_tokens=None, temperature=1.0, chunk_size=256, chunk_elements=2**22) -> LossOutput:
+    """The fused loss on logits: an identity head, so hidden states are the logits."""
+    config = LossConfig(kind=kind, tau=tau, beta=beta, temperature=temperature, chunk_size=chunk_size,
+                        chunk_elements=chunk_elements)
+    if student_logits.dim() != 3:
+        raise ValueError("student_logits must have shape (B, T, V)")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError("teacher_logits must have the student's shape")
+    if kind == "sampled_token" and sampled_tokens is None:
+        raise ConfigError("sampled_tokens", "a (B, T) tensor of token ids when loss='sampled_token'", None)
+    eye = torch.eye(student_logits.shape[-1], dtype=student_logits.dtype)
+    tokens = sampled_tokens if sampled_tokens is not None else torch.zeros(student_logits.shape[:2], dtype=torch.long)
+    return fused_loss(student_logits, teacher_logits, Head(eye), Head(eye.to(teacher_logits.dtype)), tokens,
+                      mask.bool(), config)
 
 LN2 = math.log(2.0)
 P_TEACHER = [0.5, 0.25, 0.25]
@@ -330,34 +352,31 @@ def test_bad_config_values(kwargs, field):
         LossConfig(**kwargs)
 
 
-def test_sampled_token_requires_tokens_and_shapes_are_checked():
-    student, teacher, mask, _ = _random_case(13)
-    with pytest.raises(ConfigError, match="sampled_tokens"):
-        distillation_loss(student, teacher, mask, kind="sampled_token")
-    with pytest.raises(ValueError, match="teacher_logits"):
-        distillation_loss(student, teacher[:, :-1], mask)
-    with pytest.raises(ValueError, match="mask"):
-        distillation_loss(student, teacher, mask[:, :-1])
+def test_shapes_are_checked():
+    student, teacher, mask, tokens = _random_case(13)
+    eye = Head(torch.eye(student.shape[-1], dtype=student.dtype))
+    with pytest.raises(ValueError, match="teacher_hidden"):
+        fused_loss(student, teacher[:, :-1], eye, eye, tokens, mask, LossConfig())
+    with pytest.raises(ValueError, match="distill_mask"):
+        fused_loss(student, teacher, eye, eye, tokens, mask[:, :-1], LossConfig())
+    with pytest.raises(ValueError, match="teacher_hidden"):
+        fused_loss(student, None, eye, None, tokens, mask, LossConfig())
 
 
-def test_loss_config_is_callable_and_frozen():
-    student, teacher, mask, _ = _random_case(14)
-    config = LossConfig(kind="reverse_kl", chunk_size=2)
-    assert config(student, teacher, mask).loss.item() == pytest.approx(
-        distillation_loss(student, teacher, mask, kind="reverse_kl").loss.item(), rel=1e-12
-    )
+def test_loss_config_is_frozen():
     with pytest.raises(AttributeError):
-        config.kind = "jsd"  # type: ignore[misc]
+        LossConfig().kind = "jsd"  # type: ignore[misc]
 
 
-def test_rows_per_chunk_caps_rows_times_vocab():
+def test_tile_caps_rows_times_vocab():
     config = LossConfig(chunk_size=256, chunk_elements=2**22)
-    assert config.rows_per_chunk(100) == 256  # tiny vocabulary: the row cap binds
-    assert config.rows_per_chunk(151_936) == 2**22 // 151_936 == 27  # Qwen3: the element cap binds
-    assert LossConfig(chunk_size=4, chunk_elements=10).rows_per_chunk(1000) == 1  # never zero rows
+    assert config.tile(1000, 100) == (256, 100)  # tiny vocabulary: one tile, the row cap binds
+    assert config.tile(1000, 151_936) == (256, 2**22 // 256)  # Qwen3: ten vocabulary tiles
+    assert config.tile(3, 151_936) == (3, 151_936)  # few rows: the whole vocabulary in one tile
+    assert LossConfig(chunk_size=4, chunk_elements=2).tile(10, 1000) == (4, 1)  # never an empty tile
     with pytest.raises(ConfigError, match="chunk_elements"):
         LossConfig(chunk_elements=0)
-    # The element cap changes the chunking, never the result.
+    # The tiling changes the order of the arithmetic, never the result.
     student, teacher, mask, _ = _random_case(15)
-    capped = distillation_loss(student, teacher, mask, chunk_elements=2 * student.shape[-1])
-    assert capped.loss.item() == pytest.approx(distillation_loss(student, teacher, mask).loss.item(), rel=1e-12)
+    tiled = distillation_loss(student, teacher, mask, chunk_size=2, chunk_elements=2 * 3)
+    assert tiled.loss.item() == pytest.approx(distillation_loss(student, teacher, mask).loss.item(), rel=1e-12)

@@ -228,7 +228,7 @@ def test_benchmark_scripts_write_their_results(tmp_path):
 
     out = tmp_path / "throughput.json"
     result = env_throughput.main(["--out", str(out), "--steps", "300", "--repeats", "1", "--batch-sizes", "1", "4",
-                                  "--batched-env-steps", "400"])
+                                  "--batched-env-steps", "400", "--ppo-timesteps", "0"])
     saved = json.loads(out.read_text())
     assert set(saved) >= {"surrogate_steps_per_s", "cartpole_steps_per_s", "ratio_vs_cartpole", "batched"}
     assert set(saved["batched"]) == {"1", "4"} and saved["ratio_vs_cartpole"] == result["ratio_vs_cartpole"] > 0

@@ -5,7 +5,7 @@ import torch
 
 from distill_backend.losses import LossConfig
 from distill_backend.motab import MotabConfig
-from distill_backend.motab.composition import completion_lists, loss_masks, motab_opsd_batch, motab_opsd_loss
+from distill_backend.motab.composition import completion_lists, loss_masks, motab_opsd_batch
 from distill_backend.motab.diagnostics import chain_next_step
 from distill_backend.motab.exposure_bias import _curve, prefix_is_correct
 from distill_backend.motab.lm import completion_batch
@@ -89,23 +89,25 @@ def test_composition_loss_is_distill_plus_sft(tiny, eps0):
     cfg = MotabConfig.tiny(eps0=eps0, entropy_mode="static", teacher_max_new_tokens=6)
     batch = motab_opsd_batch(teacher, prompts, prompts, completions, tok, cfg, generator(3), torch.device("cpu"))
     assert torch.equal(batch.completion_mask, batch.origin >= 0)
+    from distill_backend.opsd_step import opsd_step, teacher_of
     from distill_backend.rollout import completion_logits
 
-    s_logits = completion_logits(student, batch.prompt, batch.completion_ids, batch.completion_mask)
-    with torch.no_grad():
-        t_logits = completion_logits(teacher, batch.teacher_prompt, batch.completion_ids, batch.completion_mask)
-    out = motab_opsd_loss(s_logits, t_logits, batch, LossConfig(kind="reverse_kl"), sft_weight=0.5)
+    step = batch.step_batch()
+    out = opsd_step(student, teacher_of(teacher), step, LossConfig(kind="reverse_kl"), sft_weight=0.5).loss
+    s_logits = completion_logits(student, batch.prompt, batch.completion_ids, batch.completion_mask).detach()
     if eps0 < 1e-20:  # nothing strays: exactly the plain distillation loss on the student's tokens
         assert not batch.sft_mask.any() and float(out.sft) == 0.0
         assert [r.breach_step for r in batch.records] == [None] * len(prompts)
     else:
         assert batch.sft_mask.any()
         nll = torch.nn.functional.cross_entropy(s_logits.float().transpose(1, 2), batch.completion_ids, reduction="none")
-        expected = float((nll * batch.sft_mask).sum().detach() / batch.sft_mask.sum())
+        expected = float((nll * batch.sft_mask).sum() / batch.sft_mask.sum())
         assert float(out.sft) == pytest.approx(expected, rel=1e-5)
-    assert float(out.loss.detach()) == pytest.approx(float(out.distill.loss.detach()) + 0.5 * float(out.sft), rel=1e-5)
-    out.loss.backward()
-    assert student.model.embed_tokens.weight.grad is not None
+    assert float(out.loss) == pytest.approx(float(out.distill) + 0.5 * float(out.sft), rel=1e-5)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
+    trained = opsd_step(student, teacher_of(teacher), step, LossConfig(kind="reverse_kl"), optimizer=optimizer,
+                        sft_weight=0.5)
+    assert trained.grad_norm > 0 and student.model.embed_tokens.weight.grad is not None
     student.zero_grad(set_to_none=True)
 
 
@@ -129,7 +131,10 @@ def test_position_curve_means_by_kind_and_position():
 
 
 def test_bias_measurements_run_and_count_contexts(tiny):
-    from distill_backend.motab.exposure_bias import measure_exposure_bias, measure_reversed_exposure_bias
+    from distill_backend.motab.exposure_bias import (
+        measure_exposure_bias,
+        measure_reversed_exposure_bias,
+    )
 
     tok, student, teacher, _ = tiny
     problems = [make_problem([1, 2, 3], ["+", "-"], 10, "easy"), make_problem([4, 5, 6], ["-", "+"], 10, "easy")]
