@@ -35,18 +35,20 @@ import gzip
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from scipy import optimize
 
-from exposure_env.errors import AtesdError
+from exposure_env.errors import AtesdError, ConfigError, check_range
 from exposure_env.surrogate import (
     TRACE_HIGH,
     TRACE_LOW,
     SurrogateParams,
     SurrogateState,
+    named_params,
     transition,
 )
 from exposure_env.types import TRACE_FIELDS
@@ -417,9 +419,9 @@ class FitConfig(NamedTuple):
 
     focus_weight: float = 3.0
     """Weight of the score and the probe NLL in the objective, relative to the other statistics."""
-    restarts: int = 4
+    restarts: int = 2
     """Extra starts from perturbed parameters (the first start is ``base``)."""
-    max_nfev: int = 400
+    max_nfev: int = 300
     """Residual evaluations per start."""
     seed: int = 0
     """Seeds the perturbed starts and the learning-noise matching."""
@@ -455,10 +457,11 @@ def _residuals(params: SurrogateParams, runs: Sequence[RunTrace], scale: np.ndar
     return np.concatenate([per_update.ravel(), per_window * math.sqrt(repeat)])
 
 
-def fit(runs: Sequence[RunTrace], base: SurrogateParams | None = None, config: FitConfig = FitConfig()) -> Fit:
+def fit(runs: Sequence[RunTrace], base: SurrogateParams | None = None, config: FitConfig | None = None) -> Fit:
     """Fit surrogate parameters to ``runs`` (see the module docstring)."""
     if not runs:
         raise TraceError("calibration needs at least one run trace")
+    config = config or FitConfig()
     base = base or SurrogateParams()
     base = base.replace(init_ability_low=0.0, init_ability_high=0.0, init_jitter=0.0)
     scale = _standardizers(runs)
@@ -589,11 +592,13 @@ def split_by_seed(runs: Sequence[RunTrace], test_share: float = 0.4) -> tuple[li
 
 
 def calibration_report(runs: Sequence[RunTrace], base: SurrogateParams | None = None,
-                       config: FitConfig = FitConfig()) -> dict[str, Any]:
+                       config: FitConfig | None = None, test_share: float = 0.4) -> dict[str, Any]:
     """Fit on all runs (the shipped params) and on both splits; R^2 and RMSE of every fit."""
+    config = config or FitConfig()
     report: dict[str, Any] = {"runs": len(runs), "labels": sorted({r.label for r in runs}),
                               "seeds": sorted({r.seed for r in runs}), "splits": {}}
-    for name, (train, test) in (("by_schedule", split_by_schedule(runs)), ("by_seed", split_by_seed(runs))):
+    for name, (train, test) in (("by_schedule", split_by_schedule(runs)),
+                                ("by_seed", split_by_seed(runs, test_share))):
         if not train or not test:
             report["splits"][name] = {"skipped": "needs runs on both sides of the split"}
             continue
@@ -608,3 +613,99 @@ def calibration_report(runs: Sequence[RunTrace], base: SurrogateParams | None = 
     report["all"] = {"fit": evaluate_fit(final.params, runs)._asdict(), "cost": final.cost, "starts": final.starts}
     report["params"] = final.params.to_dict()
     return report
+
+
+def trajectories(params: SurrogateParams, runs: Sequence[RunTrace]) -> list[dict[str, Any]]:
+    """Per run: the real and the predicted probe NLL (per update) and score (per window)."""
+    sim = simulate(params, runs)
+    predicted = predict(sim.features, readout_coefficients(params))
+    out, u, w = [], 0, 0
+    for run in runs:
+        n, m = run.num_updates, len(run.score)
+        out.append({"label": run.label, "seed": run.seed,
+                    "probe_nll": run.stats[_FIELD["probe_nll"]].tolist(),
+                    "probe_nll_predicted": predicted[_FIELD["probe_nll"], u:u + n].tolist(),
+                    "window_ends": np.concatenate([[0], np.cumsum(run.window_length)]).tolist(),
+                    "score": [None if not math.isfinite(x) else float(x) for x in run.score],
+                    "score_predicted": sim.window_score[w:w + m].tolist()})
+        u, w = u + n, w + m
+    return out
+
+
+@dataclass(frozen=True)
+class CalibrateCommand:
+    """One ``atesd calibrate``: fit surrogate parameters to traces of real runs."""
+
+    traces: tuple[str, ...] = ()
+    """Trace files or folders: the ``decisions.jsonl`` of ``atesd run`` runs, or ``*.jsonl[.gz]``
+    decision logs a benchmark kept (folders are searched recursively)."""
+    out: str = "surrogate_params.json"
+    """The fit: ``{"params": ..., "report": ...}``, loadable with
+    ``gym.make("ATESD-Surrogate-v0", params=json.load(open(out))["params"])``; a PNG of predicted
+    against real trajectories is written beside it."""
+    base: str = "default"
+    """Parameters the fit starts from and keeps where it fits nothing: ``default``, a shipped
+    name, or a JSON file of parameters."""
+    level_steps: tuple[int, ...] = ()
+    """Reasoning steps per difficulty level of the traced task (the tiny default: 2 3 4), so the
+    surrogate quantizes exposure as the real prompts do; empty: the base's."""
+    difficulty_mix: tuple[float, ...] = ()
+    """Share of each difficulty level in the traced runs' test set (the tiny default: equal
+    thirds); empty: the base's."""
+    restarts: int = 2
+    """Extra starts of the nonlinear fit from perturbed parameters."""
+    max_nfev: int = 300
+    """Residual evaluations per start."""
+    test_share: float = 0.4
+    """Share of the seeds held out by the split by seed."""
+
+    def __post_init__(self) -> None:
+        if not self.traces:
+            raise ConfigError("traces", "one or more trace files or folders", self.traces)
+        check_range("restarts", self.restarts, 0, None, integer=True)
+        check_range("max_nfev", self.max_nfev, 10, None, integer=True)
+        check_range("test_share", self.test_share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+
+    def base_params(self) -> SurrogateParams:
+        if self.base == "default":
+            params = SurrogateParams()
+        elif Path(self.base).is_file():
+            data = json.loads(Path(self.base).read_text())
+            params = SurrogateParams.from_dict(data.get("params", data))
+        else:
+            params = named_params(self.base)
+        changes: dict[str, Any] = {}
+        if self.level_steps:
+            changes["level_steps"] = tuple(float(x) for x in self.level_steps)
+        if self.difficulty_mix:
+            changes["difficulty_mix"] = tuple(self.difficulty_mix)
+        return params.replace(**changes) if changes else params
+
+
+def calibrate(command: CalibrateCommand) -> dict[str, Any]:
+    """Read the traces, fit, score both splits, and return ``{"params", "report", "trajectories"}``."""
+    runs = load_traces(command.traces)
+    config = FitConfig(restarts=command.restarts, max_nfev=command.max_nfev)
+    report = calibration_report(runs, command.base_params(), config, test_share=command.test_share)
+    params = SurrogateParams.from_dict(report.pop("params"))
+    held_out = split_by_schedule(runs)[1] or runs
+    return {"params": params.to_dict(), "report": report, "traces": sorted({r.source for r in runs}),
+            "trajectories": trajectories(params, held_out)}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The fit report as a table: R^2 per target on the held-out runs of each split."""
+    lines = [f"{report['runs']} runs ({', '.join(report['labels'])}), seeds {report['seeds']}"]
+    targets = list(TARGETS) + ["final score"]
+    header = f"{'R^2 (held-out)':22s}" + "".join(f"{name:>14s}" for name in report["splits"])
+    lines.append(header)
+    for target in targets:
+        cells = []
+        for split in report["splits"].values():
+            if "test" not in split:
+                cells.append(f"{'n/a':>14s}")
+                continue
+            value = split["test"]["final_score_r2"] if target == "final score" else split["test"]["r2"][target]
+            cells.append(f"{value:14.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>14s}")
+        lines.append(f"{target:22s}" + "".join(cells))
+    return "\n".join(lines)

@@ -136,3 +136,20 @@ def test_splits_hold_out_schedules_and_seeds(synthetic):
     assert {r.seed for r in train} == {0} and {r.seed for r in test} == {1}
     train, test = cal.split_by_schedule(synthetic)
     assert all(cal.is_fixed(r) for r in train) and not any(cal.is_fixed(r) for r in test)
+
+
+def test_atesd_calibrate_writes_loadable_params_a_report_and_a_plot(synthetic, tmp_path, capsys):
+    from agents.cli import main
+
+    folder = synthetic[0].source.rsplit("/", 1)[0]
+    out = tmp_path / "fit.json"
+    assert main(["calibrate", "--traces", folder, "--level-steps", "2", "3", "4", "--restarts", "0",
+                 "--max-nfev", "20", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["report"]["splits"]) == {"by_schedule", "by_seed"} and "probe_nll" in capsys.readouterr().out
+    env = gym.make("ATESD-Surrogate-v0", params=data["params"])
+    env.reset(seed=0)
+    assert env.unwrapped.backend.params.level_steps == (2.0, 3.0, 4.0)
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert main(["calibrate", "--out", str(out)]) == 2  # no traces: a ConfigError naming the field
+    assert "traces must be one or more trace files" in capsys.readouterr().err
