@@ -1,5 +1,6 @@
-"""The ``atesd`` command: ``atesd run`` (one controlled run), ``atesd compare`` (agents x seeds) and
-``atesd warmstart`` (build or inspect the tiny default's cached warm-start checkpoint).
+"""The ``atesd`` command: ``atesd run`` (one controlled run), ``atesd compare`` (agents x seeds),
+``atesd warmstart`` (build or inspect the tiny default's cached warm-start checkpoint) and
+``atesd calibrate`` (fit the surrogate to traces of real runs).
 
 Examples::
 
@@ -7,9 +8,10 @@ Examples::
     atesd run --env ATESD-Surrogate-v0 --agent ppo --train-episodes 40 --env-kwargs '{"total_updates": 100}'
     atesd compare --env ATESD-Surrogate-v0 --agents beta,fixed:1.0,fixed:0.5,random --seeds 10 --out runs/cmp
     atesd warmstart                      # build (or find) the tiny default's warm start, print its report
+    atesd calibrate --traces runs/ --level-steps 2 3 4 --out my_surrogate.json
 
 Every subcommand's options are the fields of its config dataclass (``RunConfig``, ``CompareConfig``,
-``WarmstartCommand``), with their docstrings as help and their defaults; ``atesd run --help`` lists
+``WarmstartCommand``, ``CalibrateCommand``), with their docstrings as help and their defaults; ``atesd run --help`` lists
 them. SB3 agents (ppo, sac, a2c, td3, ppo-beta) first train for ``--train-episodes`` full runs on
 seeds disjoint from the evaluated one, then act deterministically in one evaluated run. The ATESD agent
 (``beta``...) learns online inside the evaluated run, as in the paper; ``--load``/``--save`` carry
@@ -33,9 +35,12 @@ from typing import Any, Mapping, Sequence
 import gymnasium as gym
 
 from agents.compare import CompareConfig, markdown_table, run_compare
+from agents.plots import plot_calibration
 from agents.runner import CHECKPOINT_FILE, RunConfig, RunInterrupted, run_controlled
+from exposure_env.calibration import CalibrateCommand, calibrate, format_report
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.errors import AtesdError, ConfigError
+from exposure_env.io import write_json
 
 # Field -> flag names where the flag is shorter than the field (the rest are the field names).
 RUN_FLAGS = {"env_id": "env", "out_dir": "out", "run_name": "name", "load_path": "load", "save_path": "save",
@@ -66,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                             CompareConfig, COMPARE_FLAGS)
     add_dataclass_arguments(sub.add_parser("warmstart", help="build or inspect the cached warm start of "
                                            "ATESD-Qwen3-v0's tiny default"), WarmstartCommand)
+    add_dataclass_arguments(sub.add_parser("calibrate", help="fit the surrogate's parameters to traces of real runs"),
+                            CalibrateCommand)
     return parser
 
 
@@ -77,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(dataclass_from_namespace(RunConfig, args))
         if args.command == "compare":
             return _compare(dataclass_from_namespace(CompareConfig, args))
+        if args.command == "calibrate":
+            return _calibrate(dataclass_from_namespace(CalibrateCommand, args))
         return _warmstart(dataclass_from_namespace(WarmstartCommand, args))
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
@@ -155,6 +164,17 @@ def _warmstart(command: WarmstartCommand) -> int:
     path = ensure_warmstart(recipe, progress=True)
     print(format_report(load_report(path)))
     print(f"checkpoint: {path}")
+    return 0
+
+
+def _calibrate(command: CalibrateCommand) -> int:
+    result = calibrate(command)
+    out = Path(command.out)
+    trajectories = result.pop("trajectories")
+    write_json(out, result)
+    plot_calibration(trajectories, out.with_suffix(".png"))
+    print(format_report(result["report"]))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 

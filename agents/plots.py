@@ -101,3 +101,26 @@ def plot_compare(stats: Sequence[AgentStats], mean_alpha_curves: Mapping[str, Se
     ax_alpha.legend(fontsize=7, loc="best", title="reference, ATESD agent, best of each family", title_fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_calibration(trajectories: Sequence[Mapping], path: Path, max_runs: int = 6) -> None:
+    """Predicted against real trajectories of a surrogate fit: the probe NLL per update (top) and
+    the in-run score per window (bottom), for up to ``max_runs`` runs (one colour each)."""
+    plt = pyplot()
+    runs = list(trajectories)[:max_runs]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for i, run in enumerate(runs):
+        colour = f"C{i % 10}"
+        name = f"{run['label']} seed {run['seed']}"
+        updates = range(1, len(run["probe_nll"]) + 1)
+        top.plot(updates, run["probe_nll"], color=colour, alpha=0.45, lw=1, label=f"{name} (real)")
+        top.plot(updates, run["probe_nll_predicted"], color=colour, lw=2, ls="--")
+        ends = run["window_ends"]
+        real = [(t, s) for t, s in zip(ends, run["score"]) if s is not None]
+        bottom.plot([t for t, _ in real], [s for _, s in real], "o", color=colour, ms=3, alpha=0.6)
+        bottom.plot(ends, run["score_predicted"], color=colour, lw=2, ls="--")
+    top.set(ylabel="probe NLL (nats/token)", title="surrogate fit: real (thin, dots) vs predicted (dashed)")
+    bottom.set(xlabel="student updates", ylabel="in-run score (Average@k)")
+    top.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path)

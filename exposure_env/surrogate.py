@@ -97,9 +97,11 @@ diverged (the env then terminates with its divergence penalty); ``collapse_score
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -149,6 +151,11 @@ class SurrogateParams:
     """Upper end of the uniform draw of the student's initial ability (logit)."""
     init_jitter: float = 0.25
     """Std of the per-level Gaussian jitter of the initial logits."""
+    level_steps: tuple[float, ...] = ()
+    """Reasoning steps ``m_d`` of each level's reference solutions. When given, exposure is
+    quantized as the real backend quantizes it: level ``d``'s teacher sees ``floor(alpha m_d) / m_d``
+    of the reasoning (the ``k = floor(alpha m)`` rule), in the gap, the transient and the teacher's
+    reference log-prob. Empty (the hand-set default): every level sees ``alpha`` itself."""
     # --- learning dynamics -------------------------------------------------------------------
     answer_gap: float = 0.05
     """Gap that showing the final answer alone opens (alpha = 0)."""
@@ -210,7 +217,7 @@ class SurrogateParams:
     """Std of the observation noise of each statistic, in ``TRACE_FIELDS`` order."""
 
     def __post_init__(self) -> None:
-        for name in ("difficulty_mix", "level_offset", "level_depth", "observation_noise"):
+        for name in ("difficulty_mix", "level_offset", "level_depth", "observation_noise", "level_steps"):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)) or not all(_is_number(v) for v in value):
                 raise ConfigError(name, "a tuple of numbers", value)
@@ -223,6 +230,9 @@ class SurrogateParams:
             if len(getattr(self, name)) != levels:
                 raise ConfigError(name, f"a tuple of {levels} numbers (one per difficulty level)",
                                   getattr(self, name))
+        if self.level_steps and (len(self.level_steps) != levels or any(v < 1 or v != int(v) for v in self.level_steps)):
+            raise ConfigError("level_steps", f"empty or a tuple of {levels} integers >= 1 (one per difficulty level)",
+                              self.level_steps)
         if any(v < 0 for v in self.level_depth):
             raise ConfigError("level_depth", "a tuple of numbers >= 0", self.level_depth)
         if len(self.observation_noise) != len(TRACE_FIELDS) or any(v < 0 for v in self.observation_noise):
@@ -289,6 +299,7 @@ class _Arrays(NamedTuple):
     offset: np.ndarray  # (D,)
     score_gap_rows: np.ndarray  # (2, D): [mix, mix * depth], one matmul gives S and sum mix*depth*c
     mix_depth_sum: float
+    steps: np.ndarray  # (D, 1) level_steps (empty when not given)
     readout: np.ndarray  # (F, K + F): observation model, then the per-field noise widths
     window: dict  # num_updates -> _WindowConstants, filled lazily
 
@@ -298,7 +309,8 @@ class _Arrays(NamedTuple):
         depth = np.array(p.level_depth)
         fields = len(TRACE_FIELDS)
         readout = np.zeros((fields, NUM_FEATURES + fields))
-        # columns: 0 const, 1 S, 2 G, 3 exp(-G / mm_scale), 4 s, 5 alpha, then one uniform per field
+        # columns: 0 const, 1 S, 2 G, 3 exp(-G / mm_scale), 4 s, 5 revealed share (alpha), then one uniform
+        # per field
         row = TRACE_INDEX
         readout[row["loss"], [0, 2]] = p.loss_floor, p.loss_per_gap
         readout[row["loss_tail"], [0, 2]] = p.tail_floor, p.tail_per_gap
@@ -314,6 +326,7 @@ class _Arrays(NamedTuple):
         readout[:, 0] -= span * 0.5
         return cls(mix=mix, depth=depth[:, None], offset=np.array(p.level_offset),
                    score_gap_rows=np.stack([mix, mix * depth]), mix_depth_sum=float(mix @ depth),
+                   steps=np.array(p.level_steps, dtype=np.float64)[:, None],
                    readout=readout, window={})
 
     def window_constants(self, p: SurrogateParams, num_updates: int) -> "_WindowConstants":
@@ -375,6 +388,10 @@ class SurrogateWindow(NamedTuple):
     """(F, B, n): ``traces[i]`` is the per-update (B, n) array of ``TRACE_FIELDS[i]``."""
     score: np.ndarray
     """(B, n) expected accuracy after each update (noise-free)."""
+    features: np.ndarray
+    """(K, B, n) the observation model's inputs per update: 1, S, G, exp(-G / mismatch_scale), the
+    transient s, the revealed share. A view of scratch memory: valid until the next call that
+    reuses the same :class:`Workspace` (copy it to keep it)."""
 
 
 class SurrogateObservation(NamedTuple):
@@ -435,7 +452,8 @@ def transition(
     buffer = _draw_buffer(rng, levels, batch, num_updates, workspace)
 
     comp = _sigmoid(state.logit)
-    gap = (1.0 - comp) * a.depth * alpha + params.answer_gap  # (D, B)
+    shown = revealed_share(params, alpha)  # (D, B), or alpha (B,) itself without level_steps
+    gap = (1.0 - comp) * a.depth * shown + params.answer_gap  # (D, B)
     absorbed = np.exp(gap * gap * (-0.5 / params.absorb_width**2)) * (gap * params.learning_rate)
     harmed = np.maximum(gap - params.harm_gap, 0.0) * (comp * params.harm_rate)
     # the uniform learning noise has mean learning_noise * sqrt(12) * 0.5 per update: removed here
@@ -445,12 +463,13 @@ def transition(
     logit = drift[:, :, None] * w.ramp + walk.reshape(levels, batch, num_updates)
     logit += state.logit[:, :, None]
 
-    target = params.shallow_gain * alpha
+    target = params.shallow_gain * (shown if shown.ndim == 1 else a.mix @ shown)
     shallow = buffer[4]  # the transient is itself a feature of the observation model
     np.multiply((state.shallow - target)[:, None], w.rho_powers, out=shallow)
     shallow += target[:, None]
-    traces, score = _emit(params, _sigmoid(logit), alpha, buffer)
-    return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score)
+    traces, score = _emit(params, _sigmoid(logit), shown, buffer)
+    return SurrogateWindow(SurrogateState(logit[:, :, -1], shallow[:, -1].copy()), traces, score,
+                           buffer[:NUM_FEATURES])
 
 
 def collapsed(params: SurrogateParams, score: np.ndarray) -> np.ndarray:
@@ -477,7 +496,7 @@ def observe(
     else:
         buffer = _draw_buffer(rng, 0, batch, 1, workspace)
     buffer[4, :, 0] = state.shallow
-    traces, score = _emit(params, competence(state)[:, :, None], alpha, buffer)
+    traces, score = _emit(params, competence(state)[:, :, None], revealed_share(params, alpha), buffer)
     return SurrogateObservation(traces[:, :, 0], score[:, 0])
 
 
@@ -498,10 +517,20 @@ def _draw_buffer(rng: np.random.Generator, levels: int, batch: int, n: int,
     return buffer
 
 
+def revealed_share(params: SurrogateParams, alpha: np.ndarray) -> np.ndarray:
+    """The share of each level's reference reasoning the teacher sees at ``alpha`` (B,): ``alpha``
+    itself without ``level_steps``, else the (D, B) quantized shares ``floor(alpha m_d) / m_d``."""
+    if not params.level_steps:
+        return alpha
+    steps = params.arrays.steps
+    return np.minimum(np.floor(alpha * steps + 1e-9), steps) / steps  # the backend's k = floor(alpha m) rule
+
+
 def _emit(
-    params: SurrogateParams, comp: np.ndarray, alpha: np.ndarray, buffer: np.ndarray
+    params: SurrogateParams, comp: np.ndarray, shown: np.ndarray, buffer: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reported statistics (F, B, n) and score (B, n) from competences (D, B, n).
+    """Reported statistics (F, B, n) and score (B, n) from competences (D, B, n) and the revealed
+    share (``alpha`` (B,), or per level (D, B), see :func:`revealed_share`).
 
     ``buffer`` holds the transient in row 4 and the observation-noise uniforms after the feature
     rows; the remaining feature rows are filled here and one matmul reads everything out.
@@ -510,13 +539,19 @@ def _emit(
     levels, batch, n = comp.shape
     np.matmul(a.score_gap_rows, comp.reshape(levels, batch * n), out=buffer[1:3].reshape(2, batch * n))
     score, gap = buffer[1], buffer[2]
-    np.subtract(a.mix_depth_sum, gap, out=gap)  # sum_d mix_d depth_d (1 - c_d)
-    gap *= alpha[:, None]
+    if shown.ndim == 1:
+        np.subtract(a.mix_depth_sum, gap, out=gap)  # sum_d mix_d depth_d (1 - c_d)
+        gap *= shown[:, None]
+        alpha_feature = shown[:, None]
+    else:  # sum_d mix_d depth_d r_d (1 - c_d) with a per-level revealed share r_d
+        weights = a.score_gap_rows[1][:, None] * shown  # (D, B): mix_d depth_d r_d
+        np.subtract(weights.sum(axis=0)[:, None], np.einsum("db,dbn->bn", weights, comp), out=gap)
+        alpha_feature = (a.mix @ shown)[:, None]
     gap += params.answer_gap
     np.multiply(gap, -1.0 / params.mismatch_scale, out=buffer[3])
     np.exp(buffer[3], out=buffer[3])
     buffer[0] = 1.0
-    buffer[5] = alpha[:, None]
+    buffer[5] = alpha_feature
     inputs = a.readout.shape[1]
     traces = (a.readout @ buffer[:inputs].reshape(inputs, batch * n)).reshape(-1, batch, n)
     np.minimum(np.maximum(traces, _TRACE_LOW, out=traces), _TRACE_HIGH, out=traces)  # np.clip's wrapper is slow
@@ -539,13 +574,35 @@ def params_from_kwargs(kwargs: Mapping[str, Any]) -> SurrogateParams:
     params = kwargs.get("params")
     if params is None:
         params = SurrogateParams()
+    elif isinstance(params, str):
+        params = named_params(params)
     elif isinstance(params, Mapping):
         params = SurrogateParams.from_dict(params)
     elif not isinstance(params, SurrogateParams):
-        raise ConfigError("params", "a dict of SurrogateParams overrides or a SurrogateParams", params)
+        raise ConfigError("params", "a shipped params name, a dict of SurrogateParams overrides or a SurrogateParams",
+                          params)
     if kwargs.get("difficulty_mix") is not None:
         params = params.replace(difficulty_mix=tuple(kwargs["difficulty_mix"]))
     return params
+
+
+PARAMS_DIR = Path(__file__).resolve().parent / "params"
+"""Shipped parameter sets: ``<name>.json`` holds ``{"params": {...}, ...}`` (fit report beside it)."""
+
+
+def shipped_params() -> tuple[str, ...]:
+    """Names of the shipped parameter sets (``params="<name>"`` in ``gym.make``)."""
+    return tuple(sorted(p.stem for p in PARAMS_DIR.glob("*.json")))
+
+
+def named_params(name: str) -> SurrogateParams:
+    """A shipped parameter set, e.g. ``tiny-qwen3`` (the surrogate fitted to the tiny default)."""
+    path = PARAMS_DIR / f"{name}.json"
+    if not path.is_file():
+        names = ", ".join(repr(n) for n in shipped_params()) or "(none shipped)"
+        raise ConfigError("params", f"a dict of SurrogateParams overrides or a shipped name: {names}", name)
+    data = json.loads(path.read_text())
+    return SurrogateParams.from_dict(data["params"])
 
 
 def split_surrogate_kwargs(kwargs: Mapping[str, Any]) -> tuple[ExposureEnvConfig, SurrogateParams]:
