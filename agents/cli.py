@@ -19,7 +19,9 @@ its policy across runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +29,7 @@ from agents.compare import CompareConfig, markdown_table, run_compare
 from agents.runner import RunConfig, run_controlled
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.errors import AtesdError, ConfigError
+from exposure_env.launch import launch_position
 
 # Field -> flag names where the flag is shorter than the field (the rest are the field names).
 RUN_FLAGS = {"env_id": "env", "out_dir": "out", "run_name": "name", "load_path": "load", "save_path": "save",
@@ -72,10 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: RunConfig) -> int:
+    if not launch_position().is_main:
+        return _run_replica(config)
     summary = run_controlled(config)
     print(f"{summary.agent} seed {summary.seed}: final score {summary.final_score:.4f} "
           f"(initial {summary.initial_score:.4f}), mean alpha {summary.mean_alpha:.3f}, "
           f"controller/env time {summary.controller_share:.2%}; outputs in {summary.run_dir}")
+    return 0
+
+
+def _run_replica(config: RunConfig) -> int:
+    """A data-parallel replica other than rank 0 (``torchrun`` / ``accelerate launch``): the same run
+    in lock-step with rank 0, whose outputs are the run's; this one's go to a temporary directory
+    that is removed, and it prints nothing."""
+    with tempfile.TemporaryDirectory(prefix="atesd-replica-") as scratch:
+        run_controlled(dataclasses.replace(config, out_dir=scratch, run_name=None, tensorboard=False,
+                                           progress_bar=False, plot=False, save_path=None))
     return 0
 
 
