@@ -6,7 +6,14 @@ Examples::
     atesd run --env ATESD-Surrogate-v0 --agent beta --seed 0 --out runs/
     atesd run --env ATESD-Surrogate-v0 --agent ppo --train-episodes 40 --env-kwargs '{"total_updates": 100}'
     atesd compare --env ATESD-Surrogate-v0 --agents beta,fixed:1.0,fixed:0.5,random --seeds 10 --out runs/cmp
+    atesd compare ... --executor ray --address auto   # the same sweep as Ray tasks on a running cluster
     atesd warmstart                      # build (or find) the tiny default's warm start, print its report
+    torchrun --nproc_per_node 4 -m agents.cli run --env ATESD-Qwen3-v0 ...   # one run, data-parallel
+
+``atesd compare`` repeated on the same ``--out`` reuses the runs that finished (an interrupted sweep
+resumes); Ctrl-C stops it, summarizes what finished and prints the command that resumes it. Under
+``torchrun`` / ``accelerate launch`` every process runs the same ``atesd run`` in lock-step (see
+``distill_backend.distributed``); only rank 0 writes outputs and prints.
 
 Every subcommand's options are the fields of its config dataclass (``RunConfig``, ``CompareConfig``,
 ``WarmstartCommand``), with their docstrings as help and their defaults; ``atesd run --help`` lists
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -62,12 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return _run(dataclass_from_namespace(RunConfig, args))
         if args.command == "compare":
-            return _compare(dataclass_from_namespace(CompareConfig, args))
+            return _compare(dataclass_from_namespace(CompareConfig, args), argv)
         return _warmstart(dataclass_from_namespace(WarmstartCommand, args))
     except AtesdError as exc:
         print(f"atesd {args.command}: error: {exc}", file=sys.stderr)
@@ -94,11 +103,24 @@ def _run_replica(config: RunConfig) -> int:
     return 0
 
 
-def _compare(config: CompareConfig) -> int:
+def _compare(config: CompareConfig, argv: Sequence[str]) -> int:
+    """Run the sweep and print its table; an incomplete sweep exits non-zero (130 after Ctrl-C, 1
+    with failed runs) and says how to resume it."""
     result = run_compare(config)
-    print(markdown_table(result))
-    print(f"wrote {config.out_dir}/{config.stem}.json, .md, .png ({result.wall_time_s:.0f} s)")
-    return 0
+    if result.agents:
+        print(markdown_table(result))
+        print(f"wrote {config.out_dir}/{config.stem}.json, .md, .png ({result.wall_time_s:.0f} s)")
+    if result.complete:
+        return 0
+    for name, reason in result.failed_runs.items():
+        print(f"atesd compare: run {name} failed: {reason}", file=sys.stderr)
+    finished = sum(row.n for row in result.agents)
+    planned = len(config.agents) * config.seeds
+    state = "interrupted" if result.interrupted else "incomplete"
+    print(f"atesd compare: {state}: {finished} of {planned} runs finished ({result.reused_runs} reused from an "
+          f"earlier call){'' if result.agents else '; nothing written'}. To resume (finished runs are kept, the "
+          f"others run), repeat the command: atesd {shlex.join(argv)}", file=sys.stderr)
+    return 130 if result.interrupted else 1
 
 
 def _warmstart(command: WarmstartCommand) -> int:
