@@ -104,6 +104,10 @@ class Qwen3DistillBackend:
         loaded = load_causal_lm(path, self.replicas.device, cfg.dtype, lora_rank=cfg.lora_rank,
                                 lora_alpha=cfg.lora_alpha)
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+        # Data-parallel: the student's scoring forward through DDP (None in one process). Made
+        # before anything copies the weights: DDP starts every rank from rank 0's (a LoRA adapter's
+        # random init may differ per rank).
+        self._sync = DataParallel(self.replicas, self.model) if self.replicas.active else None
         self.splits = self._load_splits()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._initial = [p.detach().clone() for p in self._params]
@@ -111,8 +115,6 @@ class Qwen3DistillBackend:
         if cfg.teacher == "ema" or (cfg.teacher == "frozen" and cfg.lora_rank == 0):
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = self._new_optimizer()
-        # Data-parallel: the student's scoring forward through DDP (None in one process).
-        self._sync = DataParallel(self.replicas, self.model) if self.replicas.active else None
         self.generator = torch.Generator(device=self.device)
         self._np_rng = np.random.default_rng(cfg.seed)
         # This rank's share of the probe set (the whole set in one process).

@@ -109,9 +109,20 @@ def run_command_line(out: pathlib.Path) -> None:
                                                           "stdout": printed.getvalue()}))
 
 
+LORA_KWARGS = dict(RUN_KWARGS, lora_rank=4, lora_alpha=8.0)
+
+
+def run_lora(out: pathlib.Path) -> dict:
+    """The run with a LoRA adapter, whose random init is drawn from the global RNG: each rank's is
+    made different on purpose, and DDP must start every rank from rank 0's."""
+    torch.manual_seed(1_000 + launch_position().rank)
+    return run(out, f"lora_rank{launch_position().rank}", LORA_KWARGS)
+
+
 if __name__ == "__main__":
     target = pathlib.Path(sys.argv[1])
     position = launch_position()
     run(target, sys.argv[2] if len(sys.argv) > 2 else f"rank{position.rank}")
     if position.launched:
+        run_lora(target)
         run_command_line(target)

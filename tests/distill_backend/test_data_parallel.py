@@ -88,6 +88,15 @@ def test_every_rank_returns_the_same_observations_and_rewards_and_applies_rank_z
         assert torch.equal(mine, theirs)
 
 
+def test_ranks_start_from_rank_zeros_weights_even_when_their_own_init_differs(runs):
+    out = runs[0]
+    rank0, rank1 = (torch.load(out / f"lora_rank{r}.pt") for r in (0, 1))
+    assert rank0["obs"] == rank1["obs"] and rank0["rewards"] == rank1["rewards"]
+    for key in ("grads", "params"):
+        assert all(torch.equal(a, b) for a, b in zip(rank0[key], rank1[key])), key
+    assert max(float(g.abs().max()) for g in rank0["grads"]) > 0
+
+
 def test_each_rank_samples_with_its_own_stream_and_rank_zero_keeps_the_run_seed(runs):
     _, rank0, rank1, single = runs
     assert rank0["sampling_seed"] == single["sampling_seed"] == worker.SEED
