@@ -6,8 +6,9 @@ Ctrl-C stopped the sweep. Every executor keeps the same contract:
 
 - a run that raises, or whose worker process dies (killed, out of memory), is reported as failed
   and loses only itself: the other runs go on (a dead local worker is replaced);
-- Ctrl-C (SIGINT) stops the sweep promptly: running runs are ended (local workers terminated, Ray
-  tasks cancelled), queued ones never start, and the executor returns what had finished;
+- Ctrl-C (SIGINT) stops the sweep promptly: running runs are ended (local workers terminated; Ray
+  tasks end with the sweep's Ray job, or are cancelled in a Ray session the caller opened), queued
+  ones never start, and the executor returns what had finished;
 - each finished run has already written its own directory (``summary.json`` last), so what finished
   is on disk whatever happens to the sweep afterwards.
 
@@ -251,8 +252,11 @@ def _run_ray(jobs: Mapping[int, RunConfig], workers: int, torch_threads: int, ad
                     failed[index] = _ray_reason(ray, exc)
                 report(index, finished.get(index), failed.get(index, ""))
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if not started_here:  # the caller's Ray session goes on: end this sweep's tasks in it
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        # Otherwise ray.shutdown() below ends this driver's job, and Ray ends the job's tasks with it
+        # (cancelling them first raced with their completion in Ray 2.60 and aborted the driver).
         return Outcome(finished, failed, True)
     finally:
         if started_here:

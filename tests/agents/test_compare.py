@@ -102,7 +102,11 @@ def interrupt_compare(out: pathlib.Path, extra: list[str], env: dict[str, str] |
         sent = time.monotonic()
         stdout, stderr = process.communicate(timeout=60)
         stopped_after = time.monotonic() - sent
-        assert no_process_left(process.pid), f"a worker outlived the interrupted sweep: {stderr[-2000:]}"
+        # (multiprocessing's resource tracker exits once it sees the parent gone: give it a moment)
+        gone_by = time.monotonic() + 5.0
+        while not no_process_left(process.pid) and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert no_process_left(process.pid), f"a process outlived the interrupted sweep: {stderr[-2000:]}"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -127,17 +131,23 @@ def no_process_left(group: int) -> bool:
     return True
 
 
-def check_interrupted_then_resumed(out: pathlib.Path, extra: list[str], env: dict[str, str] | None = None) -> None:
+def check_interrupted_then_resumed(out: pathlib.Path, extra: list[str], env: dict[str, str] | None = None,
+                                   after_interrupt=None) -> None:  # noqa: ANN001
     done, stopped_after, finished_at_signal = interrupt_compare(out, extra, env)
+    if after_interrupt is not None:
+        after_interrupt()
     # 8 runs of 4 decisions x 0.25 s each on 2 workers take ~4 s more: it stopped, not finished.
     assert done.returncode == 130, done.stderr[-2000:]
     assert stopped_after < 10.0
-    finished = summaries(out)
-    assert finished_at_signal <= len(finished) < 8
     assert "interrupted" in done.stderr and "To resume" in done.stderr and "atesd compare --env" in done.stderr
     result = json.loads((out / "compare.json").read_text())
-    assert result["interrupted"] and sum(row["n"] for row in result["agents"].values()) == len(finished)
-    assert len(result["unfinished_runs"]) == 8 - len(finished)
+    aggregated = sum(row["n"] for row in result["agents"].values())
+    assert result["interrupted"] and finished_at_signal <= aggregated < 8
+    assert len(result["unfinished_runs"]) == 8 - aggregated
+    # A Ray task at its very end may still write its summary while its job is being ended; the
+    # process pool's workers are gone before the table is written.
+    finished = summaries(out)
+    assert aggregated <= len(finished) <= aggregated + (0 if "ray" not in extra else 2)
     resumed = subprocess.run(done.args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     result = json.loads((out / "compare.json").read_text())

@@ -7,6 +7,7 @@ the test."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -52,5 +53,11 @@ def test_a_ray_task_that_kills_its_worker_loses_only_its_run_and_a_repeat_resume
 
 
 def test_ctrl_c_stops_a_ray_sweep_on_an_existing_cluster_promptly_and_a_repeat_resumes(ray_address, tmp_path):
+    def cluster_released() -> None:  # the interrupted sweep's running tasks ended with it
+        deadline = time.monotonic() + 20.0
+        while ray.available_resources().get("CPU", 0.0) < 2.0:
+            assert time.monotonic() < deadline, ray.available_resources()
+            time.sleep(0.2)
+
     check_interrupted_then_resumed(tmp_path, ["--executor", "ray", "--address", ray_address],
-                                   env=dict(os.environ, **LOOPBACK))
+                                   env=dict(os.environ, **LOOPBACK), after_interrupt=cluster_released)

@@ -12,6 +12,7 @@ Usage: ``python -m tests.distill_backend.data_parallel_worker OUT [LABEL]``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import sys
@@ -72,7 +73,8 @@ def patterned_evaluation(backend):
 
     def grade(model, tokenizer, prompts, problems, config, generator, device, greedy=False):
         k = 1 if greedy else config.k
-        correct = np.array([[(len(p.problem) + j) % 2 for j in range(k)] for p in problems], dtype=np.float64)
+        correct = np.array([[int(hashlib.md5(f"{p.problem}/{j}".encode()).hexdigest(), 16) % 2 for j in range(k)]
+                            for p in problems], dtype=np.float64)
         return evaluation.GradedSamples(correct.reshape(len(problems), k),
                                         [len(p.problem) for p in problems for _ in range(k)])
 
