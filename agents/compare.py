@@ -92,6 +92,8 @@ class CompareConfig:
         check_range("workers", self.workers, 1, None, integer=True)
         check_range("train_episodes", self.train_episodes, 0, None, integer=True)
         check_range("n_resamples", self.n_resamples, 100, None, integer=True)
+        check_range("stats_seed", self.stats_seed, 0, None, integer=True)
+        check_range("torch_threads", self.torch_threads, 1, None, integer=True)
         check_choice("executor", self.executor, EXECUTORS)
         if self.address is not None and self.executor != "ray":
             raise ConfigError("address", "only given with executor 'ray'", self.address)

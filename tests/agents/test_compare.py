@@ -157,3 +157,14 @@ def check_interrupted_then_resumed(out: pathlib.Path, extra: list[str], env: dic
 
 def test_ctrl_c_stops_the_process_pool_promptly_keeps_what_finished_and_resumes(tmp_path):
     check_interrupted_then_resumed(tmp_path, ["--workers", "2"])
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"executor": "dask"}, "executor must be one of 'process', 'ray'; received 'dask'"),
+    ({"address": "auto"}, "address must be only given with executor 'ray'; received 'auto'"),
+    ({"torch_threads": 0}, "torch_threads must be an integer in"),
+    ({"stats_seed": -1}, "stats_seed must be an integer in"),
+])
+def test_bad_sweep_options_are_config_errors_naming_the_field(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        CompareConfig(**fields)
