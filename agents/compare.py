@@ -13,7 +13,8 @@ directory (written last and atomically by the runner) finished; repeating the co
 ``out_dir`` reuses it instead of running it again, after checking that it was made with the same
 agent, seed, env and env kwargs. So an interrupted sweep (Ctrl-C, a killed machine) resumes, and a
 run that failed is tried again. A sweep that ends incomplete (interrupted, or with failed runs)
-still summarizes and writes what finished, and says which runs are missing.
+still summarizes and writes what finished (what the executor reported, plus any run whose
+``summary.json`` appeared before the executor heard of it), and says which runs are missing.
 """
 
 from __future__ import annotations
@@ -154,6 +155,11 @@ def run_compare(config: CompareConfig) -> CompareResult:
     reused = {} if config.rerun else {i: s for i, job in enumerate(jobs) if (s := finished_run(job)) is not None}
     todo = {i: job for i, job in enumerate(jobs) if i not in reused}
     outcome = _execute_with_progress(todo, config, len(jobs), len(reused))
+    # The run directories are the truth: a run that finished just before Ctrl-C (or a failure after
+    # its summary was written) counts, even if the executor had not heard of it yet.
+    late = {i: s for i, job in todo.items() if i not in outcome.finished and (s := finished_run(job)) is not None}
+    outcome = outcome._replace(finished={**outcome.finished, **late},
+                               failed={i: why for i, why in outcome.failed.items() if i not in late})
     done = {**reused, **outcome.finished}
     by_agent: dict[str, list[RunSummary]] = {agent: [] for agent in config.agents}
     for index in sorted(done):

@@ -40,10 +40,7 @@ def _loopback_env() -> dict[str, str]:
     return dict(os.environ, GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_cache, tiny_checkpoint, tmp_path_factory):
-    """Rank 0's and rank 1's records of the 2-process run, and this process's reference record."""
-    out = tmp_path_factory.mktemp("data_parallel")
+def _launch_two_processes(out: pathlib.Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                "-m", "tests.distill_backend.data_parallel_worker", str(out)]
@@ -58,8 +55,36 @@ def runs(tiny_cache, tiny_checkpoint, tmp_path_factory):
             pass
         process.wait()
     assert process.returncode == 0, output[-4000:]
-    single = worker.run(out, "single")
-    return out, torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt"), single
+
+
+@pytest.fixture(scope="session")
+def two_process_dir(request, tiny_cache, tiny_checkpoint, tmp_path_factory):
+    """The 2-process run's records, launched once per test session: with pytest-xdist the first
+    worker to get here runs it and the others wait for it (pytest-xdist's recipe for a session
+    fixture that must run once)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: its base temp is per worker
+        shared = shared.parent
+    out = shared / "data_parallel_two_processes"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "complete").exists():
+            _launch_two_processes(out)
+            (out / "complete").touch()
+    return out
+
+
+@pytest.fixture(scope="module")
+def single(tiny_cache, tiny_checkpoint, tmp_path_factory):
+    """The same run in this process, without a process group: the reference."""
+    return worker.run(tmp_path_factory.mktemp("single"), "single")
+
+
+@pytest.fixture(scope="module")
+def runs(two_process_dir, single):
+    """(output directory, rank 0's record, rank 1's record, the reference record)."""
+    return two_process_dir, torch.load(two_process_dir / "rank0.pt"), torch.load(two_process_dir / "rank1.pt"), single
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(runs):
@@ -116,12 +141,11 @@ def test_only_rank_zero_writes_the_command_lines_outputs_and_prints(runs):
     assert len((run_dir / "decisions.jsonl").read_text().splitlines()) == 1
 
 
-def test_a_group_of_one_process_changes_no_bit(runs, tmp_path):
+def test_a_group_of_one_process_changes_no_bit(single, tmp_path):
     """The collectives, the global token normalisation and DDP reduce to the plain arithmetic: with
     a process group of one, the run equals the run without a group exactly."""
     import torch.distributed as dist
 
-    single = runs[3]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
         grouped = worker.run(tmp_path, "group_of_one")
