@@ -7,8 +7,15 @@ Examples::
     atesd run --env ATESD-Surrogate-v0 --agent beta --seed 0 --out runs/
     atesd run --env ATESD-Surrogate-v0 --agent ppo --train-episodes 40 --env-kwargs '{"total_updates": 100}'
     atesd compare --env ATESD-Surrogate-v0 --agents beta,fixed:1.0,fixed:0.5,random --seeds 10 --out runs/cmp
+    atesd compare ... --executor ray --address auto   # the same sweep as Ray tasks on a running cluster
     atesd warmstart                      # build (or find) the tiny default's warm start, print its report
     atesd calibrate --traces runs/ --level-steps 2 3 4 --out my_surrogate.json
+    torchrun --nproc_per_node 4 -m agents.cli run --env ATESD-Qwen3-v0 ...   # one run, data-parallel
+
+``atesd compare`` repeated on the same ``--out`` reuses the runs that finished (an interrupted sweep
+resumes); Ctrl-C stops it, summarizes what finished and prints the command that resumes it. Under
+``torchrun`` / ``accelerate launch`` every process runs the same ``atesd run`` in lock-step (see
+``distill_backend.distributed``); only rank 0 writes outputs and prints.
 
 Every subcommand's options are the fields of its config dataclass (``RunConfig``, ``CompareConfig``,
 ``WarmstartCommand``, ``CalibrateCommand``), with their docstrings as help and their defaults; ``atesd run --help`` lists
@@ -27,7 +34,10 @@ that names the option or path and what to do, and exit code 2; Ctrl-C exits with
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,6 +51,7 @@ from exposure_env.calibration import CalibrateCommand, calibrate, format_report
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.errors import AtesdError, ConfigError
 from exposure_env.io import write_json
+from exposure_env.launch import launch_position
 
 # Field -> flag names where the flag is shorter than the field (the rest are the field names).
 RUN_FLAGS = {"env_id": "env", "out_dir": "out", "run_name": "name", "load_path": "load", "save_path": "save",
@@ -77,13 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     command = f"atesd {args.command}"
     try:
         if args.command == "run":
             return _run(dataclass_from_namespace(RunConfig, args))
         if args.command == "compare":
-            return _compare(dataclass_from_namespace(CompareConfig, args))
+            return _compare(dataclass_from_namespace(CompareConfig, args), argv)
         if args.command == "calibrate":
             return _calibrate(dataclass_from_namespace(CalibrateCommand, args))
         return _warmstart(dataclass_from_namespace(WarmstartCommand, args))
@@ -113,6 +125,12 @@ def user_error_message(exc: BaseException) -> str | None:
 
 
 def _run(config: RunConfig) -> int:
+    position = launch_position()
+    if position.launched and config.resume:
+        raise ConfigError("--resume", "a run in one process (a data-parallel run cannot be resumed yet)",
+                          f"{position.world_size} processes")
+    if not position.is_main:
+        return _run_replica(config)
     try:
         summary = run_controlled(config)
     except RunInterrupted as exc:
@@ -130,11 +148,34 @@ def _run(config: RunConfig) -> int:
     return 0
 
 
-def _compare(config: CompareConfig) -> int:
-    result = run_compare(config)
-    print(markdown_table(result))
-    print(f"wrote {config.out_dir}/{config.stem}.json, .md, .png ({result.wall_time_s:.0f} s)")
+def _run_replica(config: RunConfig) -> int:
+    """A data-parallel replica other than rank 0 (``torchrun`` / ``accelerate launch``): the same run
+    in lock-step with rank 0, whose outputs are the run's; this one's go to a temporary directory
+    that is removed, and it prints nothing."""
+    with tempfile.TemporaryDirectory(prefix="atesd-replica-") as scratch:
+        run_controlled(dataclasses.replace(config, out_dir=scratch, run_name=None, tensorboard=False,
+                                           progress_bar=False, plot=False, save_path=None))
     return 0
+
+
+def _compare(config: CompareConfig, argv: Sequence[str]) -> int:
+    """Run the sweep and print its table; an incomplete sweep exits non-zero (130 after Ctrl-C, 1
+    with failed runs) and says how to resume it."""
+    result = run_compare(config)
+    if result.agents:
+        print(markdown_table(result))
+        print(f"wrote {config.out_dir}/{config.stem}.json, .md, .png ({result.wall_time_s:.0f} s)")
+    if result.complete:
+        return 0
+    for name, reason in result.failed_runs.items():
+        print(f"atesd compare: run {name} failed: {reason}", file=sys.stderr)
+    finished = sum(row.n for row in result.agents)
+    planned = len(config.agents) * config.seeds
+    state = "interrupted" if result.interrupted else "incomplete"
+    print(f"atesd compare: {state}: {finished} of {planned} runs finished ({result.reused_runs} reused from an "
+          f"earlier call){'' if result.agents else '; nothing written'}. To resume (finished runs are kept, the "
+          f"others run), repeat the command: atesd {shlex.join(argv)}", file=sys.stderr)
+    return 130 if result.interrupted else 1
 
 
 def _warmstart(command: WarmstartCommand) -> int:

@@ -7,7 +7,7 @@ Plain frozen dataclasses; the module knows nothing about how the results are pro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,5 +84,19 @@ class CompareResult:
     reference: str
     seeds: list[int]
     agents: list[AgentStats]
+    """One row per agent with at least one finished run."""
     wall_time_s: float
     config: dict[str, Any]
+    reused_runs: int = 0
+    """Runs found finished in the runs directory (an earlier call of the same sweep) and not run again."""
+    failed_runs: dict[str, str] = field(default_factory=dict)
+    """Run directory name -> why that run failed (its exception, or how its worker process died)."""
+    unfinished_runs: list[str] = field(default_factory=list)
+    """Run directory names of the runs that never finished because the sweep was interrupted."""
+    interrupted: bool = False
+    """Ctrl-C stopped the sweep; the rows cover the runs that had finished."""
+
+    @property
+    def complete(self) -> bool:
+        """Every planned run finished."""
+        return not self.failed_runs and not self.unfinished_runs

@@ -37,9 +37,14 @@ windows with a generator derived from the run seed and the evaluation index, so 
 evaluates never changes the training trajectory.
 
 Nothing here touches process-global state: no global seeding, every random draw comes from the
-backend's ``torch.Generator`` / ``numpy`` generator, which ``state_dict`` saves. That keeps the
-loop ready for data-parallel runs, where every rank receives the same reveal ratio (decided once
-and broadcast by the caller) and only gradient averaging would be added.
+backend's ``torch.Generator`` / ``numpy`` generator, which ``state_dict`` saves.
+
+Data-parallel runs (one process per replica, launched by ``torchrun`` or ``accelerate launch``):
+the backend joins the process group when it is built (:mod:`distill_backend.distributed` says what
+is shared, split and reduced). ``reset`` and ``run_window`` take rank 0's seed and reveal ratio;
+each rank samples rollouts for its share of every update's questions and scores its share of the
+probe and test problems; the global batch (``questions_per_update``, ``probe_batch``,
+``eval_size``) is the same as in one process. In one process none of this runs.
 
 This module knows nothing about controllers or rewards; it implements the
 :class:`exposure_env.types.TrainingBackend` protocol.
@@ -56,12 +61,16 @@ import numpy as np
 import torch
 
 from distill_backend.config import BackendConfig
+from distill_backend.distributed import DataParallel, join, rank_seed
 from distill_backend.evaluation import (
     EvalConfig,
     EvalResult,
-    batch_logprob,
+    GradedSamples,
+    batch_logprob_sum,
     evaluate_prompts,
+    grade_samples,
     reference_batch,
+    summarize_grades,
 )
 from distill_backend.models import load_causal_lm
 from distill_backend.motab.composition import (
@@ -101,13 +110,24 @@ class Qwen3DistillBackend:
 
     def __init__(self, config: BackendConfig | None = None) -> None:
         self.config = cfg = config if config is not None else BackendConfig()
-        path = ensure_warmstart(cfg.warmstart) if cfg.uses_tiny_default else cfg.model
+        # Under torchrun / accelerate: join the process group (one process: no group, nothing changes).
+        self.replicas = join(cfg.device)
+        for name in ("questions_per_update", "probe_batch"):  # every rank needs a share of each
+            self.replicas.check_share(name, getattr(cfg, name))
+        # Rank 0 builds a missing warm start while the others wait, then they read its cache.
+        path = self.replicas.main_first(lambda: ensure_warmstart(cfg.warmstart)) if cfg.uses_tiny_default \
+            else cfg.model
         # The tiny default was trained on the warm-start recipe's prompts; other models use cfg.prompts.
         self.prompts = cfg.warmstart.prompts if cfg.uses_tiny_default else cfg.prompts
-        loaded = load_causal_lm(path, cfg.device, cfg.dtype, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
+        loaded = load_causal_lm(path, self.replicas.device, cfg.dtype, lora_rank=cfg.lora_rank,
+                                lora_alpha=cfg.lora_alpha)
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         self.skipped_rows: tuple[int, ...] = ()
         """Rows of ``dataset_path`` left out by ``skip_bad_rows`` (1-based)."""
+        # Data-parallel: the student's scoring forward through DDP (None in one process). Made
+        # before anything copies the weights: DDP starts every rank from rank 0's (a LoRA adapter's
+        # random init may differ per rank).
+        self._sync = DataParallel(self.replicas, self.model) if self.replicas.active else None
         self.splits = self._load_splits()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._initial = [p.detach().clone() for p in self._params]
@@ -117,7 +137,8 @@ class Qwen3DistillBackend:
         self.optimizer = self._new_optimizer()
         self.generator = torch.Generator(device=self.device)
         self._np_rng = np.random.default_rng(cfg.seed)
-        self._probe: tuple[Problem, ...] = self.splits.probe[: cfg.probe_batch]
+        # This rank's share of the probe set (the whole set in one process).
+        self._probe: tuple[Problem, ...] = self.splits.probe[: cfg.probe_batch][self.replicas.shard(cfg.probe_batch)]
         # Encoded once: the probe statistic re-scores the same references after every update.
         self._probe_batch = reference_batch(self.tokenizer, self._student_prompts(self._probe), self._probe,
                                             self.device)
@@ -215,7 +236,7 @@ class Qwen3DistillBackend:
     # -- statistics -------------------------------------------------------------------------
     def _probe_nll(self) -> float:
         """Student NLL per token of the probe set's reference solutions (the progress signal)."""
-        return -batch_logprob(self.model, self._probe_batch)
+        return -self.replicas.pooled_mean(*batch_logprob_sum(self.model, self._probe_batch))
 
     @torch.no_grad()
     def _teacher_ref_logprob(self, alpha: float) -> float:
@@ -232,7 +253,7 @@ class Qwen3DistillBackend:
             return self._ref_logprob_cache[alpha]
         batch = reference_batch(self.tokenizer, self._teacher_prompts(self._probe, alpha), self._probe, self.device)
         with self._teacher_model() as teacher:
-            value = batch_logprob(teacher, batch)
+            value = self.replicas.pooled_mean(*batch_logprob_sum(teacher, batch))
         if cacheable:
             self._ref_logprob_cache[alpha] = value
         return value
@@ -242,7 +263,8 @@ class Qwen3DistillBackend:
         """One OPSD update (``apply=False``: measure only, no optimizer step). Returns the stats and
         a divergence reason ('' when healthy)."""
         cfg = self.config
-        questions = self._next_questions(cfg.questions_per_update)
+        # Every rank draws the same questions (shared data order) and keeps its share.
+        questions = self._next_questions(cfg.questions_per_update)[self.replicas.shard(cfg.questions_per_update)]
         repeats = cfg.rollouts_per_question
         # One prompt row per question: it is encoded and run once, its cache shared by its rollouts.
         student_ctx = encode_prompts(self.tokenizer, self._student_prompts(questions), self.device)
@@ -259,15 +281,18 @@ class Qwen3DistillBackend:
             batch = StepBatch(student_ctx, teacher_ctx, ids, mask, mask, None, repeats)
         step = opsd_step(self.model, self._teacher_model, batch, cfg.loss_config,
                          optimizer=self.optimizer if apply else None, params=self._params, grad_clip=cfg.grad_clip,
-                         sft_weight=cfg.motab_sft_weight)
+                         sft_weight=cfg.motab_sft_weight, sync=self._sync)
         reason = step.reason
         if apply and not reason:
             self._advance_ema_teacher()
         out = step.loss
         loss = float(out.loss)
         # With MOTAB the statistics (mismatch, confidence, loss tail) are over the distilled tokens.
-        per_token = out.per_token.float()[batch.distill_mask]
-        length = float(rollouts.lengths.float().mean())
+        # Data-parallel: the tail over every rank's tokens, the mean length over every rank's rollouts.
+        per_token = self.replicas.gather(out.per_token.float()[batch.distill_mask])
+        lengths = rollouts.lengths.float()
+        length = self.replicas.pooled_mean(lengths.sum(), torch.tensor(lengths.numel())) if self.replicas.active \
+            else float(lengths.mean())
         updates_done = (self._stats.updates_done if self._stats else 0) + int(apply)
         stale = self._stats is not None and updates_done % cfg.probe_every != 0
         stats = TrainingStats(
@@ -283,9 +308,18 @@ class Qwen3DistillBackend:
             rollout_length=length,
             score=self._stats.score if self._stats else 0.0,
         )
+        stats = self._same_on_every_rank(stats)
         if not reason and apply:
             reason = self._check_collapse(loss, length) or self._check_training(stats)
         return stats, reason
+
+    def _same_on_every_rank(self, stats: TrainingStats) -> TrainingStats:
+        """Rank 0's record on every rank (the reduced values already agree; this makes the observation
+        and reward the same on every rank by construction). One process: ``stats`` itself."""
+        if not self.replicas.active:
+            return stats
+        values = self.replicas.broadcast([float(v) for v in stats])
+        return TrainingStats(int(values[0]), *values[1:])
 
     def _motab_batch(self, rows: Sequence[Problem], alpha: float, ids: torch.Tensor,
                      mask: torch.Tensor) -> MotabOpsdBatch:
@@ -353,15 +387,25 @@ class Qwen3DistillBackend:
                  greedy: bool = False, reveal_ratio: float | None = None, seed: int | None = None) -> EvalResult:
         """Accuracy of the current student (or, with ``reveal_ratio``, of the model in the teacher
         role at that exposure). Uses a generator seeded from ``seed`` (default: run seed and the
-        evaluation count), never the training generator."""
+        evaluation count), never the training generator.
+
+        Data-parallel: a collective call (every rank must make it, with the same arguments); each
+        rank answers its share of the problems with its own stream and the graded answers are
+        gathered, so every rank returns the same result."""
         problems = tuple(problems if problems is not None else self.eval_problems)
         config = config or self.config.eval_config
-        prompts = self._student_prompts(problems) if reveal_ratio is None else self._teacher_prompts(problems, reveal_ratio)
         if seed is None:
             seed = (self._run_seed * 1_000_003 + 7_919 * self._evals) % (2**62)
             self._evals += 1
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return evaluate_prompts(self.model, self.tokenizer, prompts, problems, config, generator, self.device, greedy)
+        share = problems[self.replicas.shard(len(problems))]
+        prompts = self._student_prompts(share) if reveal_ratio is None else self._teacher_prompts(share, reveal_ratio)
+        generator = torch.Generator(device=self.device).manual_seed(rank_seed(seed, self.replicas.rank))
+        if not self.replicas.active:
+            return evaluate_prompts(self.model, self.tokenizer, prompts, share, config, generator, self.device, greedy)
+        graded = grade_samples(self.model, self.tokenizer, prompts, share, config, generator, self.device, greedy)
+        parts = self.replicas.gather_objects(graded)
+        whole = GradedSamples(np.concatenate([p.correct for p in parts]), [n for p in parts for n in p.lengths])
+        return summarize_grades(whole, problems)
 
     def _refresh_score(self, stats: TrainingStats) -> TrainingStats:
         self.last_eval = self.evaluate()
@@ -369,15 +413,16 @@ class Qwen3DistillBackend:
 
     # -- TrainingBackend --------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> TrainingStats:
-        self._run_seed = int(self.config.seed if seed is None else seed)
+        # Data-parallel: rank 0's seed (a rank whose env drew its own seed cannot start another run).
+        self._run_seed = int(self.replicas.broadcast([self.config.seed if seed is None else seed], torch.int64)[0])
         with torch.no_grad():
             for param, initial in zip(self._params, self._initial):
                 param.copy_(initial)
             if self.config.teacher == "ema" and self.teacher is not None:
                 self.teacher.load_state_dict(self.model.state_dict())
         self.optimizer = self._new_optimizer()
-        self.generator.manual_seed(self._run_seed)
-        self._np_rng = np.random.default_rng(self._run_seed)
+        self.generator.manual_seed(rank_seed(self._run_seed, self.replicas.rank))  # this rank's rollout stream
+        self._np_rng = np.random.default_rng(self._run_seed)  # the data order: shared by every rank
         self._order, self._cursor = np.zeros(0, dtype=np.int64), 0
         self._windows, self._evals, self._collapse_count = 0, 0, 0
         self._uniform_count = self._stall_count = 0
@@ -390,6 +435,8 @@ class Qwen3DistillBackend:
     def run_window(self, reveal_ratio: float, num_updates: int) -> WindowResult:
         if self._stats is None:
             raise ResetNeededError("call reset() before run_window()")
+        # Data-parallel: every rank applies rank 0's decision, whatever its own controller chose.
+        reveal_ratio, num_updates = self._decision(reveal_ratio, num_updates)
         check_range("reveal_ratio", reveal_ratio, 0.0, 1.0)
         check_range("num_updates", num_updates, 1, None, integer=True)
         per_update: list[TrainingStats] = []
@@ -403,6 +450,17 @@ class Qwen3DistillBackend:
         if self.config.eval_every and self._windows % self.config.eval_every == 0:
             self._stats = self._refresh_score(self._stats)
         return WindowResult(self._stats, UpdateTrace.from_stats(per_update))
+
+    def _decision(self, reveal_ratio: float, num_updates: int) -> tuple[float, int]:
+        """Rank 0's reveal ratio and window length (one process: the arguments, untouched)."""
+        if not self.replicas.active:
+            return reveal_ratio, num_updates
+        try:
+            values = [float(reveal_ratio), float(num_updates)]
+        except (TypeError, ValueError):  # still join the broadcast, then fail on every rank alike
+            values = [float("nan"), float("nan")]
+        alpha, count = self.replicas.broadcast(values)
+        return alpha, int(count) if float(count).is_integer() else count
 
     def state_dict(self) -> dict[str, Any]:
         if self._stats is None:

@@ -68,6 +68,8 @@ class BackendConfig:
     """Prompt templates; for the tiny default they must match the warm start's (they are then taken
     from the warm-start recipe)."""
     questions_per_update: int = 16
+    """Training questions of one update: the global batch, split across the processes of a
+    data-parallel run (``torchrun``; see :mod:`distill_backend.distributed`)."""
     rollouts_per_question: int = 4
     max_new_tokens: int = 48
     rollout_temperature: float = 1.0
@@ -120,11 +122,12 @@ class BackendConfig:
     eval_temperature: float = 1.0
     eval_top_p: float = 0.95
     eval_size: int = 200
-    """Test problems of the in-run score (Average@k)."""
+    """Test problems of the in-run score (Average@k); split across the processes of a data-parallel run."""
     eval_every: int = 1
     """Refresh ``score`` every this many windows (0: only at reset)."""
     probe_batch: int = 32
-    """Probe problems whose reference-solution NLL is the probe statistic."""
+    """Probe problems whose reference-solution NLL is the probe statistic; split across the processes
+    of a data-parallel run."""
     probe_every: int = 1
     """Measure the probe NLL after every this many updates and repeat the last value in between
     (1, the default: after every update). The default reward (``progress_signal="probe_nll"``) is

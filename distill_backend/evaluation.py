@@ -99,11 +99,21 @@ def generate_texts(
     return texts, lengths
 
 
-def evaluate_prompts(
+class GradedSamples(NamedTuple):
+    """Which sampled answers were right: the raw material of an :class:`EvalResult`, which can be
+    concatenated over shares of the problems (data-parallel evaluation) before it is summarised."""
+
+    correct: np.ndarray
+    """(problems, k) float64: 1.0 where sample j of problem i was correct."""
+    lengths: list[int]
+    """Completion length in tokens of every sample, problem by problem."""
+
+
+def grade_samples(
     model, tokenizer, prompts: Sequence[str], problems: Sequence[Problem], config: EvalConfig,
     generator: torch.Generator | None, device: torch.device, greedy: bool = False,
-) -> EvalResult:
-    """Accuracy of ``model`` answering ``problems`` from the given ``prompts`` (one per problem)."""
+) -> GradedSamples:
+    """Sample ``k`` answers (1 greedy one with ``greedy``) per problem from ``prompts`` and grade them."""
     k = 1 if greedy else config.k
     texts, lengths = generate_texts(
         model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
@@ -111,7 +121,22 @@ def evaluate_prompts(
         generator=generator, batch_size=config.batch_size, device=device, repeats=k,
     )
     correct = np.array([is_correct(t, problems[i // k].answer) for i, t in enumerate(texts)], dtype=np.float64)
-    correct = correct.reshape(len(problems), k)
+    return GradedSamples(correct.reshape(len(problems), k), lengths)
+
+
+def evaluate_prompts(
+    model, tokenizer, prompts: Sequence[str], problems: Sequence[Problem], config: EvalConfig,
+    generator: torch.Generator | None, device: torch.device, greedy: bool = False,
+) -> EvalResult:
+    """Accuracy of ``model`` answering ``problems`` from the given ``prompts`` (one per problem)."""
+    return summarize_grades(grade_samples(model, tokenizer, prompts, problems, config, generator, device, greedy),
+                            problems)
+
+
+def summarize_grades(graded: GradedSamples, problems: Sequence[Problem]) -> EvalResult:
+    """Average@k, pass@k (overall and per difficulty level) and mean length of graded samples."""
+    correct, lengths = graded
+    k = correct.shape[1]
     avg, hit = correct.mean(axis=1), correct.max(axis=1)
     levels = np.array([p.difficulty for p in problems])
     per_avg = {lv: float(avg[levels == lv].mean()) for lv in difficulty_levels(problems)}
@@ -140,8 +165,16 @@ def reference_batch(tokenizer, prompts: Sequence[str], problems: Sequence[Proble
 @torch.no_grad()
 def batch_logprob(model, batch: ReferenceBatch) -> float:
     """Mean per-token log-probability of ``batch``'s references under ``model``, pooled over all tokens."""
+    total, count = batch_logprob_sum(model, batch)
+    return float(total / count)
+
+
+@torch.no_grad()
+def batch_logprob_sum(model, batch: ReferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the per-token log-probabilities of ``batch``'s references and their number of tokens
+    (scalar tensors), to be pooled over several batches."""
     logp = completion_logprobs(model, batch.prompt, batch.targets, batch.mask).logprobs
-    return float(logp.sum() / batch.mask.sum())
+    return logp.sum(), batch.mask.sum()
 
 
 def reference_logprob(model, tokenizer, prompts: Sequence[str], problems: Sequence[Problem],

@@ -42,7 +42,8 @@ Conventions:
   after it in at least fp32 (float64 stays float64 so ``gradcheck`` works).
 * The teacher is a constant: its hidden states and head are detached.
 * Reductions pool over the batch: each term is the sum over its valid positions divided by the
-  number of those positions in the whole batch (not a mean of per-sequence means).
+  number of those positions in the whole batch (not a mean of per-sequence means). In a
+  data-parallel step the divisor is the count over all ranks (``normalizers`` of :func:`fused_loss`).
 * Logits must be finite (a ``-inf`` logit gives ``0 * inf = nan`` in the pointwise terms).
 """
 
@@ -334,9 +335,10 @@ class _Spec(NamedTuple):
     config: LossConfig
     d_tokens: torch.Tensor | None
     s_tokens: torch.Tensor
-    d_scale: float  # 1 / number of distilled rows
-    s_scale: float  # sft_weight / number of sft rows
+    d_scale: float  # 1 / number of distilled rows (or the given normaliser)
+    s_scale: float  # sft_weight / number of sft rows (or the given normaliser)
     compute: torch.dtype
+    s_count: float = 1  # denominator of the reported cross-entropy mean
 
 
 def _fold_max(values: torch.Tensor, start: int, best: torch.Tensor, arg: torch.Tensor) -> None:
@@ -554,7 +556,7 @@ class _FusedLoss(torch.autograd.Function):
         ctx.save_for_backward(d_hidden, s_hidden, weight, bias, teacher, t_weight, t_bias)
         loss = distill + sft_sum * spec.s_scale
         outputs = (loss, d_losses, mismatch * spec.d_scale, confidence * spec.d_scale, distill.clone(),
-                   sft_sum / max(s_hidden.shape[0], 1))
+                   sft_sum / spec.s_count)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
 
@@ -580,6 +582,7 @@ def fused_loss(
     config: LossConfig,
     sft_mask: torch.Tensor | None = None,
     sft_weight: float = 1.0,
+    normalizers: tuple[float, float] | None = None,
 ) -> LossOutput:
     """Distillation loss (plus, with ``sft_mask``, weighted cross-entropy) from hidden states.
 
@@ -595,6 +598,10 @@ def fused_loss(
         sft_mask: ``(B, T)`` bool: positions trained with cross-entropy (MOTAB's revise marker and
             teacher continuation), or None.
         sft_weight: weight of the cross-entropy term.
+        normalizers: what the distillation and cross-entropy sums are divided by (and the
+            mismatch and confidence sums); default: this batch's numbers of distilled and
+            cross-entropy tokens. A data-parallel step passes the global counts over the world
+            size (:meth:`distill_backend.distributed.DataParallel.normalizers`).
 
     Returns:
         :class:`LossOutput`; ``loss`` is differentiable with respect to ``student_hidden`` and the
@@ -607,8 +614,9 @@ def fused_loss(
     s_rows = sft_mask.bool().nonzero(as_tuple=True) if sft_mask is not None else (d_rows[0][:0], d_rows[1][:0])
     n_d, n_s = d_rows[0].numel(), s_rows[0].numel()
     kind = config.divergence
+    d_count, s_count = (max(n_d, 1), max(n_s, 1)) if normalizers is None else normalizers
     spec = _Spec(config, tokens[d_rows].long() if kind == "sampled_token" else None, tokens[s_rows].long(),
-                 1.0 / max(n_d, 1), float(sft_weight) / max(n_s, 1), compute)
+                 1.0 / d_count, float(sft_weight) / s_count, compute, s_count)
     d_hidden, s_hidden = student_hidden[d_rows], student_hidden[s_rows]
     if teacher_hidden is not None:
         teacher = teacher_hidden.detach()[d_rows]

@@ -8,6 +8,11 @@ the teacher scores them under ``no_grad`` in eval mode, the student scores them 
 optimizer the step then backpropagates, clips the gradient norm and steps (skipped, with a reason,
 when the loss or the gradient norm is not finite).
 
+In a data-parallel run (``sync``, :class:`distill_backend.distributed.DataParallel`) each rank
+passes its share of the batch: the student forward runs through DDP, the loss is normalised by the
+global token counts, the reported loss statistics are averaged over ranks, and the decision to skip
+a non-finite step is taken on the global loss, so every rank steps (or skips) together.
+
 Which tokens get which loss comes with the batch: ``distill_mask`` (the divergence) and
 ``sft_mask`` (cross-entropy, MOTAB's revise marker and teacher continuation). A batch without a
 teacher prompt is plain SFT.
@@ -24,6 +29,7 @@ from typing import Callable, ContextManager, NamedTuple, Sequence
 
 import torch
 
+from distill_backend.distributed import DataParallel
 from distill_backend.losses import Head, LossConfig, LossOutput, fused_loss
 from distill_backend.rollout import PromptBatch, completion_hidden, eval_mode, output_head
 
@@ -79,13 +85,16 @@ def opsd_step(
     params: Sequence[torch.nn.Parameter] | None = None,
     grad_clip: float = 1.0,
     sft_weight: float = 1.0,
+    sync: DataParallel | None = None,
 ) -> StepResult:
     """Score ``batch`` with the teacher (no grad) and the student, evaluate the fused loss, and, given
     an ``optimizer``, take one clipped step on ``params`` (default: the student's trainable ones).
 
     ``teacher`` yields the teacher module inside a context (e.g. peft's ``disable_adapter()`` for a
     LoRA student whose teacher is the base model); see :func:`teacher_of` for a plain module.
-    Without an optimizer nothing is differentiated (statistics only).
+    Without an optimizer nothing is differentiated (statistics only). With ``sync`` (data-parallel)
+    the batch is this rank's share and the returned loss scalars are global; ``per_token`` stays
+    this rank's.
     """
     ids, mask = batch.completion_ids, batch.completion_mask
     teacher_hidden, teacher_head = None, None
@@ -96,12 +105,17 @@ def opsd_step(
     apply = optimizer is not None
     student.train()
     with torch.set_grad_enabled(apply):
-        hidden = completion_hidden(student, batch.student_prompt, ids, mask, batch.repeats)
+        if sync is None:
+            hidden, normalizers = completion_hidden(student, batch.student_prompt, ids, mask, batch.repeats), None
+        else:
+            hidden = sync.hidden(batch.student_prompt, ids, mask, batch.repeats)
+            normalizers = sync.normalizers(batch.distill_mask, batch.sft_mask)
         out = fused_loss(hidden, teacher_hidden, Head(*output_head(student)), teacher_head, ids,
-                         batch.distill_mask, loss, batch.sft_mask, sft_weight)
-    value = float(out.loss.detach())
+                         batch.distill_mask, loss, batch.sft_mask, sft_weight, normalizers)
+    reported = _detach(out) if sync is None else sync.reduce(out)
+    value = float(reported.loss)
     if not math.isfinite(value):
-        return StepResult(_detach(out), 0.0, "non-finite distillation loss")
+        return StepResult(reported, 0.0, "non-finite distillation loss")
     grad_norm, reason = 0.0, ""
     if apply:
         params = list(params) if params is not None else [p for p in student.parameters() if p.requires_grad]
@@ -112,4 +126,4 @@ def opsd_step(
             optimizer.step()
         else:
             reason = "non-finite gradient norm"
-    return StepResult(_detach(out), grad_norm, reason)
+    return StepResult(reported, grad_norm, reason)

@@ -155,6 +155,10 @@ class ExposureEnv(gym.Env):
         parsed = episode.parse_actions(action)
         num_updates = min(self.config.hold_window, self.config.total_updates - int(state.updates_done[0]))
         result = self.backend.run_window(float(parsed.alpha[0]), num_updates)
+        if result.stats.reveal_ratio != parsed.alpha[0]:
+            # The backend applied another ratio (a data-parallel replica applies rank 0's): the
+            # observation and the log carry the ratio that was applied.
+            parsed = episode.Action(np.array([result.stats.reveal_ratio]), parsed.clipped)
         if result.diverged:
             diverged, reason = np.array([True]), np.array([result.divergence_reason], dtype=object)
         else:

@@ -29,21 +29,12 @@ TINY = {"total_updates": 16, "hold_window": 4}
 
 
 # -- integer fields --------------------------------------------------------------------------------
-# agents/compare.py belongs to the scale-out branch (issue 11): CompareConfig does not call
-# store_integers yet, and two of its fields have no range check. Strict xfails flag the fix.
-COMPARE_GAPS = {"store": "CompareConfig does not call store_integers yet",
-                "stats_seed": "CompareConfig.stats_seed has no check_range", "torch_threads":
-                "CompareConfig.torch_threads has no check_range"}
-
-
 def _config_classes(check: str):
     for _, dotted, _ in CONFIG_CLASSES:
         module, _, name = dotted.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
         for field, is_tuple in _integer_fields(cls):
-            gap = COMPARE_GAPS.get("store" if check == "store" else field) if name == "CompareConfig" else None
-            marks = pytest.mark.xfail(strict=True, reason=gap) if gap else ()
-            yield pytest.param(cls, field, is_tuple, id=f"{name}.{field}", marks=marks)
+            yield pytest.param(cls, field, is_tuple, id=f"{name}.{field}")
 
 
 def _whole_float(cls, field, is_tuple):
