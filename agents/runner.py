@@ -35,6 +35,7 @@ It knows env ids and the Gymnasium API, never a backend.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -168,10 +169,14 @@ class _Start(NamedTuple):
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise :class:`ConfigError` unless ``env_id`` is registered with Gymnasium."""
+    """Raise :class:`ConfigError` unless ``env_id`` is registered with Gymnasium. Gymnasium's
+    ``"module:EnvId-v0"`` form is accepted: the module is imported first (it registers the id)."""
+    module, _, name = env_id.rpartition(":")
     try:
-        gym.spec(env_id)
-    except gym.error.Error as exc:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError) as exc:
         raise ConfigError("env_id (--env)", "a registered env id (" + ", ".join(REGISTERED_IDS)
                           + ", or one registered with gymnasium)", env_id) from exc
 

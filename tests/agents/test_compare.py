@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def test_a_repeated_sweep_reuses_its_finished_runs_and_runs_only_the_missing_one
     # In this process (workers=1): which runs to do is decided before any executor runs them.
     first = run_compare(sweep(tmp_path, workers=1))
     assert first.complete and first.reused_runs == 0 and len(summaries(tmp_path)) == 6
-    (tmp_path / "runs" / "fixed_0.5_seed1" / "summary.json").unlink()  # as if killed before it finished
+    # As if killed before it finished: a run only moves into place once complete.
+    shutil.rmtree(tmp_path / "runs" / "fixed_0.5_seed1")
     before = summaries(tmp_path)
     second = run_compare(sweep(tmp_path, workers=1))
     after = summaries(tmp_path)
