@@ -67,8 +67,9 @@ class Args:
     """First seed."""
     out: str = "benchmarks/results/fixed_exposure_qwen3.json"
     """Result JSON (rewritten atomically after every run); a PNG and a traces folder with the same stem."""
-    total_updates: int = 200
-    """Student updates per run (the same budget for every alpha and schedule)."""
+    total_updates: int | None = None
+    """Student updates per run, the same budget for every alpha and schedule (None: the env's
+    default, for ATESD-Qwen3-v0 the model recipe's)."""
     hold_window: int = 4
     """Updates per env step."""
     eval_every: int = 1
@@ -91,7 +92,9 @@ class Args:
 
 
 def _env_kwargs(args: Args) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(total_updates=args.total_updates, hold_window=args.hold_window)
+    kwargs: dict[str, Any] = dict(hold_window=args.hold_window)
+    if args.total_updates is not None:
+        kwargs["total_updates"] = args.total_updates
     if args.env.startswith("ATESD-Qwen3"):
         kwargs["eval_every"] = args.eval_every
     kwargs.update(json.loads(args.env_kwargs))

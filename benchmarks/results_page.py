@@ -190,10 +190,9 @@ def fixed_exposure(path: Path, data: dict[str, Any]) -> str:
     checks = [f"- {name}: {claim['verdict']}" for name, claim in data["claims"].items()]
     parts = [
         f"Fixed exposure on the real backend: `python -m benchmarks.fixed_exposure` ({args['seeds']} seeds, "
-        f"{args['total_updates']} updates for every run, Average@{args['final_eval_k']} on "
+        f"{', '.join(map(str, data['updates_done']))} updates for every run, Average@{args['final_eval_k']} on "
         f"{args['final_eval_size']} test problems, env kwargs `{args['env_kwargs']}`). No training: "
-        f"{_f(data['baseline_score'])} {_ci(data['baseline_score_ci'])}; every run spent "
-        f"{data['updates_done']} updates.",
+        f"{_f(data['baseline_score'])} {_ci(data['baseline_score_ci'])}.",
         _table(header, rows),
         "Per difficulty level (mean final Average@k):",
         _table(["level"] + [f"alpha {a:g}" for a in alphas], level_rows),
@@ -283,6 +282,7 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "controllers_qwen3_sweep.json": ("Controller study: the real-backend sweep behind best-fixed", controller_sweep),
     "env_throughput.json": ("Env throughput", env_throughput),
     "fixed_exposure_qwen3.json": ("Real backend: fixed exposure", fixed_exposure),
+    "fixed_exposure_qwen3_200.json": ("Real backend: fixed exposure with a 200-update budget", fixed_exposure),
     "loss_study.json": ("Real backend: which divergence for the tiny default", loss_study),
     "update_speed.json": ("Real backend: update speed vs TRL (16 x 1)", update_speed),
     "update_speed_16x4.json": ("Real backend: update speed vs TRL (16 x 4, the env default)", update_speed),
