@@ -363,8 +363,10 @@ def _stored_runs(args: Args) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     out = Path(args.out)
-    if args.resummarize:
+    if args.resummarize:  # the stored run's own arguments, not this command's defaults
         stored = json.loads(out.read_text())
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["args"].items() if k in Args.__dataclass_fields__}
+        args = Args(**{**saved, "out": args.out, "resummarize": False})
         summary = summarize(args, stored["runs"], stored.get("warmstart"))
         summary["wall_time"] = stored.get("wall_time")
         write_json(out, summary)
