@@ -268,6 +268,19 @@ def motab(path: Path, data: dict[str, Any]) -> str:
         _table(["method", "score [95% CI]"], rows)])
 
 
+def data_parallel(path: Path, data: dict[str, Any]) -> str:
+    rows = [[n, _f(r["updates_per_s"]["mean"], 2), f"{_f(r['speedup_vs_first']['mean'], 2)} "
+             f"{_ci([r['speedup_vs_first']['low'], r['speedup_vs_first']['high']], 2)}"]
+            for n, r in data["results"].items()]
+    load = data["load_average_1min"]
+    return "\n\n".join([
+        f"{data['question']} (`python -m benchmarks.data_parallel`, global batch {data['global_batch']}, "
+        f"{data['args']['repeats']} interleaved rounds, {data['cpu_count']} CPU cores, 1-minute load average "
+        f"{_f(load['start'], 1)} at the start and {_f(load['end'], 1)} at the end). On a loaded 2-core machine "
+        "this measures that the launch works and costs little, not the scaling a GPU per process gives.",
+        _table(["processes", "updates/s", "speed-up vs 1 process [95% CI]"], rows)])
+
+
 RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "surrogate_sweep.json": ("Surrogate: fixed and adaptive exposure", surrogate_sweep),
     "compare_controllers.json": ("Surrogate: controllers compared", compare),
@@ -288,6 +301,7 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "update_speed_16x4.json": ("Real backend: update speed vs TRL (16 x 4, the env default)", update_speed),
     "loss_memory.json": ("Real backend: loss memory", loss_memory),
     "eval_cost.json": ("Real backend: cost of the in-run evaluation", eval_cost),
+    "data_parallel.json": ("Data-parallel runs", data_parallel),
     "motab.json": ("MOTAB", motab),
     "motab_eps0.5.json": ("MOTAB with eps0 = 0.5", motab),
 }

@@ -207,7 +207,8 @@ def test_loss_and_learning_rate_follow_the_model_unless_given():
     assert (tiny.effective_loss, tiny.effective_lr) == (TINY_RECIPE["loss"], TINY_RECIPE["lr"])
     assert tiny.loss_config.kind == TINY_RECIPE["loss"]
     real = BackendConfig(model="/some/checkpoint")
-    assert (real.effective_loss, real.effective_lr) == ("forward_kl", 5e-6) == tuple(CHECKPOINT_RECIPE.values())
+    assert (real.effective_loss, real.effective_lr) == ("forward_kl", 5e-6)
+    assert (CHECKPOINT_RECIPE["loss"], CHECKPOINT_RECIPE["lr"]) == ("forward_kl", 5e-6)
     assert real.loss_config.tau == 0.05
     chosen = BackendConfig(loss="jsd", lr=1e-3)
     assert (chosen.effective_loss, chosen.effective_lr, chosen.loss_config.kind) == ("jsd", 1e-3, "jsd")
