@@ -281,6 +281,41 @@ def data_parallel(path: Path, data: dict[str, Any]) -> str:
         _table(["processes", "updates/s", "speed-up vs 1 process [95% CI]"], rows)])
 
 
+def calibration(path: Path, data: dict[str, Any]) -> str:
+    report = data["report"]
+    splits = {name: split for name, split in report["splits"].items() if "test" in split}
+    targets = list(splits[next(iter(splits))]["test"]["r2"]) if splits else []
+    rows = [[f"`{t}`"] + [_f(split["test"]["r2"][t], 2) for split in splits.values()] for t in targets]
+    rows.append(["final score"] + [_f(split["test"]["final_score_r2"], 2) for split in splits.values()])
+    fit = report["all"]["fit"]
+    described = "; ".join(f"{name}: fit on {s['fit_runs']} runs ({', '.join(s['fit_labels'])}), tested on "
+                          f"{s['test_runs']} ({', '.join(s['test_labels'])})" for name, s in splits.items())
+    return "\n\n".join([
+        f"The surrogate fitted to traces of the real tiny default (`atesd calibrate`, {report['runs']} runs, "
+        f"seeds {report['seeds']}; shipped as `params=\"tiny-qwen3\"`). R^2 on held-out runs ({described}):",
+        _table(["statistic", *splits], rows),
+        f"Fit on all runs: final-score R^2 {_f(fit['final_score_r2'], 2)} (RMSE {_f(fit['final_score_rmse'], 3)}), "
+        f"probe NLL R^2 {_f(fit['r2']['probe_nll'], 2)}, in-run score R^2 {_f(fit['r2']['score'], 2)}."])
+
+
+def credit_alignment(path: Path, data: dict[str, Any]) -> str:
+    args, candidates = data["args"], data["candidates"]
+    modes = list(data["spearman_of_means_by_mode"])
+    rows = []
+    for point, entry in data["points"].items():
+        rows.append([point, f"{entry['best_by_effect']:g}"] +
+                    [f"{_f(entry['modes'][m]['spearman_of_means'], 2)} (best {entry['modes'][m]['best_by_credit']:g})"
+                     for m in modes])
+    rows.append(["mean", ""] + [_f(data["spearman_of_means_by_mode"][m], 2) for m in modes])
+    return "\n\n".join([
+        f"Does the credit rank reveal ratios as they change the final score? `python -m benchmarks.credit_alignment "
+        f"--params {args['params']}` ({args['seeds']} counterfactual runs per decision point and candidate "
+        f"{', '.join(f'{c:g}' for c in candidates)}; base policy alpha {args['base_alpha']:g}; "
+        f"{args['total_updates']} updates). Spearman correlation of the seed-averaged credit with the "
+        "seed-averaged effect on the final score, per decision window:",
+        _table(["window", "best alpha by effect", *modes], rows)])
+
+
 RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "surrogate_sweep.json": ("Surrogate: fixed and adaptive exposure", surrogate_sweep),
     "compare_controllers.json": ("Surrogate: controllers compared", compare),
@@ -302,6 +337,9 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "loss_memory.json": ("Real backend: loss memory", loss_memory),
     "eval_cost.json": ("Real backend: cost of the in-run evaluation", eval_cost),
     "data_parallel.json": ("Data-parallel runs", data_parallel),
+    "calibration_tiny_qwen3.json": ("Surrogate calibrated to the real tiny default", calibration),
+    "credit_alignment.json": ("Credit alignment on the calibrated surrogate", credit_alignment),
+    "credit_alignment_default.json": ("Credit alignment on the hand-set default surrogate", credit_alignment),
     "motab.json": ("MOTAB", motab),
     "motab_eps0.5.json": ("MOTAB with eps0 = 0.5", motab),
 }
