@@ -1,7 +1,7 @@
 """ATESD x MOTAB: does ``rollout="motab"`` improve self-distillation over plain OPSD at the same exposure?
 
     python -m benchmarks.motab_composition --seeds 3 --alphas 0.5 1.0 \\
-        --out benchmarks/results/motab_composition.json
+        --reuse benchmarks/results/fixed_exposure_qwen3.json --out benchmarks/results/motab_composition.json
 
 For every seed ``s`` and reveal ratio ``alpha``, two episodes of ``ATESD-Qwen3-v0`` run with
 identical settings, the same seed and the same fixed exposure schedule (``alpha`` at every
@@ -10,7 +10,9 @@ decision); they differ only in ``rollout``: ``plain`` (OPSD on the student's who
 finished by that teacher; :mod:`distill_backend.motab.composition`). Each episode and its final
 evaluation are :func:`benchmarks.fixed_exposure.run_one`, the same code as the fixed-exposure sweep,
 with the evaluation draws seeded by ``s`` only (common random numbers), so ``motab - plain`` is
-paired by seed. The untrained warm start is evaluated once per seed as the reference.
+paired by seed. The untrained warm start is evaluated once per seed as the reference. ``--reuse``
+takes the warm-start and plain runs from a fixed-exposure sweep made with the same settings
+instead of running them again.
 
 Reported per alpha: final Average@k of each arm (mean, 95% t-interval over seeds) and the paired
 difference ``motab - plain`` with its interval.
@@ -42,8 +44,8 @@ class Args:
     """Runs per arm and alpha (seeds 0..seeds-1)."""
     alphas: tuple[str, ...] = ("0.5", "1.0")
     """Fixed reveal ratios (the exposure schedule shared by both arms)."""
-    total_updates: int = 200
-    """Student updates per run."""
+    total_updates: int | None = None
+    """Student updates per run (None: the model's recipe, 400 for the tiny default)."""
     hold_window: int = 4
     """Updates per env step."""
     final_eval_size: int = 600
@@ -56,6 +58,13 @@ class Args:
     """MotabConfig overrides of the motab arm as a JSON object (e.g. '{"value_mode": "result"}')."""
     threads: int = 1
     """torch intra-op threads."""
+    workers: int = 1
+    """Runs in parallel (processes)."""
+    reuse: str = ""
+    """A fixed-exposure sweep JSON (``benchmarks.fixed_exposure``) whose warm-start and fixed-alpha runs
+    stand in for this study's ``warm_start`` and ``plain`` runs: they are the same function on the
+    same seed, so they are reused only when the sweep's settings equal this study's (checked; a
+    mismatch is an error)."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -85,6 +94,33 @@ def sweep_args(args: Args, rollout: str):
                      env_kwargs=json.dumps(env_kwargs), threads=args.threads, out=args.out, no_traces=True)
 
 
+def reused_runs(args: Args) -> list[dict[str, Any]]:
+    """The ``warm_start`` and ``plain`` runs of ``args.reuse`` for this study's seeds and alphas."""
+    from benchmarks.fixed_exposure import fixed_spec
+
+    if not args.reuse:
+        return []
+    stored = json.loads(Path(args.reuse).read_text())
+    mine = dataclasses.asdict(sweep_args(args, "plain"))
+    theirs = stored.get("args", {})
+    env_kwargs = {**json.loads(theirs.get("env_kwargs", "{}")), "rollout": "plain"}
+    checks = {"env": theirs.get("env"), "hold_window": theirs.get("hold_window"),
+              "final_eval_size": theirs.get("final_eval_size"), "final_eval_k": theirs.get("final_eval_k"),
+              "total_updates": theirs.get("total_updates"), "env_kwargs": env_kwargs}
+    wanted = {**{k: mine[k] for k in checks if k != "env_kwargs"}, "env_kwargs": json.loads(mine["env_kwargs"])}
+    if checks != wanted:
+        differ = {k: (checks[k], wanted[k]) for k in checks if checks[k] != wanted[k]}
+        raise SystemExit(f"--reuse {args.reuse}: made with other settings (sweep, this study): {differ}")
+    specs = {None: ("warm_start", None), **{fixed_spec(float(a)): ("plain", float(a)) for a in args.alphas}}
+    runs = []
+    for run in stored.get("runs", []):
+        if run.get("spec") in specs and run.get("seed") in range(args.seeds) and run.get("score") is not None:
+            rollout, alpha = specs[run["spec"]]
+            runs.append({**run, "rollout": rollout, "alpha": alpha, "env_kwargs": mine["env_kwargs"],
+                         "reused_from": args.reuse})
+    return runs
+
+
 def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
     from benchmarks.motab import mean_ci
 
@@ -107,26 +143,40 @@ def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _run(args: Args, rollout: str, alpha: float | None, seed: int) -> dict[str, Any]:
     from benchmarks.fixed_exposure import fixed_spec, run_one
+
+    sweep = sweep_args(args, "plain" if rollout == "warm_start" else rollout)
+    result = run_one(sweep, None if alpha is None else fixed_spec(alpha), seed)
+    result.update(rollout=rollout, alpha=alpha, env_kwargs=sweep.env_kwargs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     args = parse_args(argv)
     out = Path(args.out)
     start = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    for seed in range(args.seeds):
-        jobs = [("warm_start", None)] + [(r, float(a)) for a in args.alphas for r in ROLLOUTS]
-        for rollout, alpha in jobs:
-            sweep = sweep_args(args, "plain" if rollout == "warm_start" else rollout)
-            result = run_one(sweep, None if alpha is None else fixed_spec(alpha), seed)
-            result.update(rollout=rollout, alpha=alpha, env_kwargs=sweep.env_kwargs)
+    runs = reused_runs(args)
+    done = {(r["rollout"], r["alpha"], r["seed"]) for r in runs}
+    jobs = [(rollout, alpha, seed) for seed in range(args.seeds)
+            for rollout, alpha in [("warm_start", None)] + [(r, float(a)) for a in args.alphas for r in ROLLOUTS]]
+    jobs = [job for job in jobs if job not in done]
+    summary = summarize(args, runs)
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run, args, *job) for job in jobs]
+        for future in as_completed(futures):
+            result = future.result()
             runs.append(result)
-            print(f"seed {seed} {rollout:10s} alpha={alpha}: score {result['score']:.3f} "
-                  f"({result['wall_time']:.0f}s)", flush=True)
+            print(f"seed {result['seed']} {result['rollout']:10s} alpha={result['alpha']}: score "
+                  f"{result['score']:.3f} ({result['wall_time']:.0f}s)", flush=True)
             summary = summarize(args, runs)
             summary["wall_time"] = time.perf_counter() - start
             write_json(out, summary)
+    summary["wall_time"] = time.perf_counter() - start
+    write_json(out, summary)
     return summary
 
 

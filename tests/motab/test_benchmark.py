@@ -149,3 +149,25 @@ def test_composition_pairs_motab_with_plain_by_seed(tmp_path, tiny_config, tiny_
     motab_kwargs = json.loads(next(r for r in data["runs"] if r["rollout"] == "motab")["env_kwargs"])
     assert motab_kwargs["rollout"] == "motab" and motab_kwargs["motab"] == {"eps0": 0.9}
 
+
+
+def test_composition_reuses_a_matching_sweep_and_refuses_another(tmp_path):
+    """``--reuse``: the sweep's warm-start and fixed-alpha runs stand in for the plain arm only when
+    they were made with the study's settings."""
+    import dataclasses
+
+    from benchmarks.motab_composition import Args as CompositionArgs
+    from benchmarks.motab_composition import reused_runs, sweep_args
+
+    args = CompositionArgs(seeds=2, alphas=("1",), total_updates=8, reuse=str(tmp_path / "sweep.json"))
+    sweep = dataclasses.asdict(sweep_args(args, "plain"))
+    sweep["env_kwargs"] = "{}"  # the sweep's own runs are plain by default
+    runs = [{"spec": None, "seed": 0, "score": 0.3}, {"spec": "fixed:1", "seed": 0, "score": 0.5},
+            {"spec": "fixed:1", "seed": 5, "score": 0.9}, {"spec": "fixed:0.5", "seed": 1, "score": 0.7}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"args": sweep, "runs": runs}))
+    reused = reused_runs(args)
+    assert sorted((r["rollout"], r["alpha"], r["seed"], r["score"]) for r in reused) == [
+        ("plain", 1.0, 0, 0.5), ("warm_start", None, 0, 0.3)]
+    (tmp_path / "sweep.json").write_text(json.dumps({"args": {**sweep, "hold_window": 2}, "runs": runs}))
+    with pytest.raises(SystemExit, match="hold_window"):
+        reused_runs(args)
