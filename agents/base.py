@@ -45,7 +45,6 @@ import gymnasium as gym
 import numpy as np
 
 from exposure_env.errors import ConfigError
-from exposure_env.io import atomic_write_text  # noqa: F401 - still imported from here by benchmarks/gpu_check.py
 
 # Named scalars a controller reports for the decision log (e.g. Beta concentrations, policy loss).
 ControllerStats = Mapping[str, float]

@@ -44,7 +44,7 @@ import numpy as np
 
 from exposure_env.commandline import parse_dataclass
 from exposure_env.io import atomic_write, write_json
-from exposure_env.stats import t_interval
+from exposure_env.stats import mean_ci
 
 # Args fields that do not change what a run computes (ignored when matching stored runs).
 _NON_RESULT_FIELDS = ("workers", "threads", "resummarize", "out", "schedules", "alphas", "seeds", "seed_offset",
@@ -173,15 +173,6 @@ def _write_trace(args: Args, spec: str, seed: int, lines: list[str]) -> str:
     path = folder / f"{safe}_seed{seed}.jsonl.gz"
     atomic_write(path, lambda tmp: tmp.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)))
     return path.as_posix()
-
-
-def mean_ci(values: list[float]) -> tuple[float, list[float]]:
-    """Mean and 95% t-interval of the finite values (``(nan, [])`` when there is none)."""
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    if not finite:
-        return float("nan"), []
-    interval = t_interval(finite)
-    return interval.mean, [interval.low, interval.high]
 
 
 def _paired(runs: list[dict], reference: dict[int, float], key: str = "score") -> tuple[float, list[float]]:
@@ -335,7 +326,6 @@ def _warmstart_report(args: Args) -> dict[str, Any] | None:
         return None
     from distill_backend.config import backend_config_from_kwargs
     from distill_backend.warmstart import ensure_warmstart, load_report
-
     from exposure_env.config import split_env_kwargs
 
     config = backend_config_from_kwargs(split_env_kwargs(_env_kwargs(args))[1])

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_dataclass(Args, argv, __doc__.split("\n\n")[0])
     import torch
 
-    from agents.base import atomic_write_text
+    from exposure_env.io import atomic_write_text
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: CUDA is not available (use --device cpu --small for the CPU smoke mode)")

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     import torch
 
-    from agents.base import atomic_write_text
+    from exposure_env.io import atomic_write_text
 
     payload: dict[str, Any] = {"settings": dataclasses.asdict(args), "torch": torch.__version__}
     del payload["settings"]["child"]

@@ -44,7 +44,7 @@ from typing import Any
 
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.io import write_json
-from exposure_env.stats import t_interval
+from exposure_env.stats import mean_ci
 
 METHODS: tuple[str, ...] = (
     "teacher_sft", "step_skd", "token_skd", "onpolicy_rkl", "motab", "motab_best", "motab_filtered",
@@ -122,12 +122,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if unknown or "paper" not in args.monitors:
         parser.error(f"--monitors must include 'paper' and come from {tuple(MONITORS)}; received {args.monitors}")
     return args
-
-
-def mean_ci(values: list[float]) -> tuple[float, list[float]]:
-    """Mean and 95% Student-t confidence interval over seeds (degenerate for one seed)."""
-    interval = t_interval(values)
-    return interval.mean, [interval.low, interval.high]
 
 
 def share(flags: list[bool]) -> float:

@@ -122,7 +122,7 @@ def reused_runs(args: Args) -> list[dict[str, Any]]:
 
 
 def summarize(args: Args, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    from benchmarks.motab import mean_ci
+    from exposure_env.stats import mean_ci
 
     out: dict[str, Any] = {"args": dataclasses.asdict(args), "alphas": [float(a) for a in args.alphas], "runs": runs}
     base = [r["score"] for r in runs if r["rollout"] == "warm_start"]

@@ -248,7 +248,7 @@ def measure(args: Args) -> dict[str, Any]:
     import torch
     import transformers
 
-    from benchmarks.fixed_exposure import mean_ci
+    from exposure_env.stats import mean_ci
 
     transformers.logging.set_verbosity_error()
     logging.getLogger("trl").setLevel(logging.ERROR)

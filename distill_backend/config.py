@@ -206,8 +206,7 @@ class BackendConfig:
         resolve_device(self.device)  # cuda on a machine without it: refused here, before any work
         check_choice("dtype", self.dtype, DTYPE_CHOICES)
         check_range("seed", self.seed, 0, None, integer=True)
-        self.loss_config  # validates loss / tau / beta
-        self.eval_config
+        _ = (self.loss_config, self.eval_config)  # building them validates loss / tau / beta and the eval fields
 
     @property
     def recipe(self) -> Mapping[str, Any]:

@@ -1,6 +1,7 @@
 """Confidence intervals over seeds: the project's one place for them.
 
 - :func:`t_interval`: mean with a Student-t interval (every benchmark table's "mean [95% CI]").
+- :func:`mean_ci`: the same as JSON-ready ``(mean, [low, high])`` over the finite values.
 - After Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"): interquartile
   mean (:func:`iqm`), percentile-bootstrap CIs (:func:`iqm_interval`) and the probability of
   improvement (:func:`improvement_interval`). rliable is not a dependency; scipy's ``bootstrap``
@@ -13,7 +14,7 @@ numbers measure.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -44,6 +45,16 @@ def t_interval(values: np.ndarray | list[float], confidence: float = 0.95) -> Me
         return MeanInterval(mean, 0.0, mean, mean)
     half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
     return MeanInterval(mean, half, mean - half, mean + half)
+
+
+def mean_ci(values: Sequence[float | None]) -> tuple[float, list[float]]:
+    """Mean and 95% t-interval of the finite values, as JSON-ready ``(mean, [low, high])``
+    (``(nan, [])`` when there is none; degenerate for one value)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), []
+    interval = t_interval(finite)
+    return interval.mean, [interval.low, interval.high]
 
 
 def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -10,12 +10,12 @@ from benchmarks.motab import (
     METHODS,
     Args,
     average_curves,
-    mean_ci,
     parse_args,
     summarize_methods,
     summarize_monitors,
     weighted_mean,
 )
+from exposure_env.stats import mean_ci
 
 
 def test_mean_ci_uses_student_t():

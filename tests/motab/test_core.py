@@ -26,7 +26,6 @@ from distill_backend.motab import (
 from distill_backend.motab.stitch import ORIGIN_MARKER, ORIGIN_SAFE, ORIGIN_STRAYED, ORIGIN_TEACHER
 from exposure_env.errors import ConfigError
 
-
 # -- config --------------------------------------------------------------------------------------
 
 
