@@ -103,7 +103,7 @@ def plot_compare(stats: Sequence[AgentStats], mean_alpha_curves: Mapping[str, Se
     save_figure(fig, path)
 
 
-def plot_calibration(trajectories: Sequence[Mapping], path: Path, max_runs: int = 6) -> None:
+def plot_calibration(trajectories: Sequence[Mapping], path: Path, max_runs: int = 8) -> None:
     """Predicted against real trajectories of a surrogate fit: the probe NLL per update (top) and
     the in-run score per window (bottom), for up to ``max_runs`` runs (one colour each)."""
     plt = pyplot()

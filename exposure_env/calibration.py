@@ -683,14 +683,22 @@ class CalibrateCommand:
 
 
 def calibrate(command: CalibrateCommand) -> dict[str, Any]:
-    """Read the traces, fit, score both splits, and return ``{"params", "report", "trajectories"}``."""
+    """Read the traces, fit, score both splits, and return ``{"params", "report", "trajectories"}``
+    (the trajectories of the fit on all runs, one run per label)."""
     runs = load_traces(command.traces)
     config = FitConfig(restarts=command.restarts, max_nfev=command.max_nfev)
     report = calibration_report(runs, command.base_params(), config, test_share=command.test_share)
     params = SurrogateParams.from_dict(report.pop("params"))
-    held_out = split_by_schedule(runs)[1] or runs
     return {"params": params.to_dict(), "report": report, "traces": sorted({r.source for r in runs}),
-            "trajectories": trajectories(params, held_out)}
+            "trajectories": trajectories(params, one_run_per_label(runs))}
+
+
+def one_run_per_label(runs: Sequence[RunTrace]) -> list[RunTrace]:
+    """The longest run of every label (lowest seed on a tie), labels in order: what the plot shows."""
+    chosen: dict[str, RunTrace] = {}
+    for run in sorted(runs, key=lambda r: (r.label, -r.num_updates, r.seed)):
+        chosen.setdefault(run.label, run)
+    return list(chosen.values())
 
 
 def format_report(report: dict[str, Any]) -> str:
