@@ -159,7 +159,7 @@ def pretrain(config: PretrainConfig) -> PretrainManifest:
     controller: Any = make_controller(config.agent, seed=config.seed, **dict(config.agent_overrides))
     if config.kind == "beta":
         curve = [s._asdict() for s in pretrain_beta(controller, config)]
-        updates, checkpoint = controller.num_updates, "checkpoint.pt"
+        updates, checkpoint = controller.num_updates, "checkpoint.safetensors"
     else:
         runs = config.num_envs * math.ceil(config.runs / config.num_envs)
         updates = controller.train_batched(config.vector_env_factory(), runs, seed=_seed(config, 0))

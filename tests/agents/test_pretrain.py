@@ -33,7 +33,7 @@ def test_pretraining_writes_a_manifest_and_a_checkpoint(beta_folder):
     assert manifest.agent_config["credit"]["reward_mode"] == "immediate"
     assert manifest.agent_config["credit"]["lookahead"] == 8
     data = json.loads((out / "pretrain.json").read_text())
-    assert data["checkpoint"] == "checkpoint.pt" and (out / "checkpoint.pt").is_file()
+    assert data["checkpoint"] == "checkpoint.safetensors" and (out / "checkpoint.safetensors").is_file()
     assert [row["runs_done"] for row in data["curve"]] == [16, 32, 48]
     assert all(0.0 <= row["final_score"] <= 1.0 for row in data["curve"])
 
