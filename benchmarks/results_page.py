@@ -260,12 +260,39 @@ def eval_cost(path: Path, data: dict[str, Any]) -> str:
 
 
 def motab(path: Path, data: dict[str, Any]) -> str:
-    rows = [[name, f"{_f(m['score_mean'])} {_ci(m['score_ci'])}"] for name, m in data["methods"].items()]
-    return "\n\n".join([
+    rows = [[name, m.get("label", ""), f"{_f(m['score_mean'])} {_ci(m['score_ci'])}",
+             _f(m.get("right_answer_share_mean"), 3)] for name, m in data["methods"].items()]
+    monitors = [[name, f"{_f(q['breach_recall_mean'])} {_ci(q['breach_recall_ci'])}",
+                 f"{_f(q['breach_precision_mean'])} {_ci(q['breach_precision_ci'])}",
+                 f"{_f(q['step_recall_mean'])}", f"{_f(q['step_precision_mean'])}"]
+                for name, q in data.get("monitors", {}).items() if "breach_recall_mean" in q]
+    parts = [
         f"MOTAB and its baselines: `python -m benchmarks.motab` ({data['args']['seeds']} seeds, equal budgets in "
         f"{data['budget_unit']}). Student before training {_f(data['initial_student_score_mean'])}, teacher "
         f"{_f(data['teacher_score_mean'])}.",
-        _table(["method", "score [95% CI]"], rows)])
+        _table(["method", "kind", "score [95% CI]", "training texts ending with the right answer"], rows)]
+    if monitors:
+        parts += ["Each monitor option against the task's verifiable step errors (the initial student's samples "
+                  f"of the pool; best option by breach F1 per seed: {', '.join(data.get('best_monitor_per_seed', []))}):",
+                  _table(["monitor", "breach recall", "breach precision", "step recall", "step precision"], monitors)]
+    return "\n\n".join(parts)
+
+
+def motab_composition(path: Path, data: dict[str, Any]) -> str:
+    args = data["args"]
+    rows = []
+    for alpha in data["alphas"]:
+        entry = data.get(f"alpha_{alpha:g}", {})
+        rows.append([f"{alpha:g}", f"{_f(entry.get('plain_mean'))} {_ci(entry.get('plain_ci'))}",
+                     f"{_f(entry.get('motab_mean'))} {_ci(entry.get('motab_ci'))}",
+                     f"{_f(entry.get('motab_minus_plain_mean'))} {_ci(entry.get('motab_minus_plain_ci'))}",
+                     str(entry.get("paired_seeds", 0))])
+    return "\n\n".join([
+        f"ATESD x MOTAB: `python -m benchmarks.motab_composition` (fixed exposure, {args['seeds']} seeds, "
+        f"Average@{args['final_eval_k']} on {args['final_eval_size']} test problems"
+        + (f"; plain runs reused from `{args['reuse']}`" if args.get("reuse") else "") + "). Warm start "
+        f"{_f(data.get('warm_start_score_mean'))} {_ci(data.get('warm_start_score_ci'))}.",
+        _table(["alpha", "plain OPSD [95% CI]", "rollout=motab [95% CI]", "motab - plain (paired)", "seeds"], rows)])
 
 
 def data_parallel(path: Path, data: dict[str, Any]) -> str:
@@ -341,7 +368,7 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "credit_alignment.json": ("Credit alignment on the calibrated surrogate", credit_alignment),
     "credit_alignment_default.json": ("Credit alignment on the hand-set default surrogate", credit_alignment),
     "motab.json": ("MOTAB", motab),
-    "motab_eps0.5.json": ("MOTAB with eps0 = 0.5", motab),
+    "motab_composition.json": ("ATESD x MOTAB composition", motab_composition),
 }
 
 
