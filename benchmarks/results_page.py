@@ -172,14 +172,16 @@ def controller_sweep(path: Path, data: dict[str, Any]) -> str:
 
 def fixed_exposure(path: Path, data: dict[str, Any]) -> str:
     args, alphas = data["args"], data["alphas"]
+    early = data.get("mismatch_early_mean") or [None] * len(alphas)
     header = ["alpha", "final Average@k [95% CI]", "vs alpha = 1 (paired)", "vs warm start (paired)",
-              "greedy", "mismatch", "loss tail", "G_gt"]
+              "greedy", "mismatch (run)", "mismatch (first quarter)", "loss tail", "G_gt"]
     rows = []
     for i, alpha in enumerate(alphas):
         rows.append([f"{alpha:g}", f"{_f(data['final_score_mean'][i])} {_ci(data['final_score_ci'][i])}",
                      f"{_f(data['vs_full_exposure_mean'][i], 3)} {_ci(data['vs_full_exposure_ci'][i])}",
                      f"{_f(data['improvement_mean'][i])} {_ci(data['improvement_ci'][i])}",
-                     _f(data["final_greedy_mean"][i]), _f(data["mismatch_mean"][i]), _f(data["loss_tail_mean"][i]),
+                     _f(data["final_greedy_mean"][i]), _f(data["mismatch_mean"][i]), _f(early[i]),
+                     _f(data["loss_tail_mean"][i]),
                      _f(data["g_gt_mean"][i])])
     levels = data["levels"]
     level_rows = [[lv] + [_f(m) for m in data["final_score_per_level_mean"][lv]] for lv in levels]
