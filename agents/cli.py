@@ -47,7 +47,7 @@ import gymnasium as gym
 from agents.compare import CompareConfig, markdown_table, run_compare
 from agents.plots import plot_calibration
 from agents.runner import CHECKPOINT_FILE, RunConfig, RunInterrupted, run_controlled
-from exposure_env.calibration import CalibrateCommand, calibrate, format_report
+from exposure_env.calibration import CalibrateCommand, calibrate, evaluate, format_evaluation, format_report
 from exposure_env.commandline import add_dataclass_arguments, dataclass_from_namespace
 from exposure_env.errors import AtesdError, ConfigError
 from exposure_env.io import write_json
@@ -209,12 +209,12 @@ def _warmstart(command: WarmstartCommand) -> int:
 
 
 def _calibrate(command: CalibrateCommand) -> int:
-    result = calibrate(command)
+    result = evaluate(command) if command.evaluate else calibrate(command)
     out = Path(command.out)
     trajectories = result.pop("trajectories")
     write_json(out, result)
     plot_calibration(trajectories, out.with_suffix(".png"))
-    print(format_report(result["report"]))
+    print(format_evaluation(result["evaluated"]) if command.evaluate else format_report(result["report"]))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -23,18 +23,17 @@ learn from many decisions), and the candidate each ranks first.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
+from exposure_env.calibration import load_params
 from exposure_env.commandline import parse_dataclass
 from exposure_env.io import write_json
 from exposure_env.rewards import REWARD_MODES, combine_reward, reward_components
-from exposure_env.surrogate import SurrogateParams, initial, observe, params_from_kwargs, transition
+from exposure_env.surrogate import SurrogateParams, initial, observe, transition
 from exposure_env.types import TRACE_FIELDS
 
 PROBE_NLL = TRACE_FIELDS.index("probe_nll")
@@ -69,14 +68,6 @@ class Args:
     """Seed of the shared random draws."""
     out: str = "benchmarks/results/credit_alignment.json"
     """Result JSON."""
-
-
-def load_params(name: str) -> SurrogateParams:
-    if name == "default":
-        return SurrogateParams()
-    if Path(name).is_file():
-        return SurrogateParams.from_dict(json.loads(Path(name).read_text()))
-    return params_from_kwargs({"params": name})
 
 
 def counterfactuals(params: SurrogateParams, args: Args, point: int, candidates: np.ndarray):

@@ -658,6 +658,10 @@ class CalibrateCommand:
     """Residual evaluations per start."""
     test_share: float = 0.4
     """Share of the seeds held out by the split by seed."""
+    evaluate: str = ""
+    """Fit nothing: score these parameters (a shipped name or a JSON file, e.g. an earlier ``out``)
+    on the traces, which it has not seen, and report R^2 and RMSE per statistic and for the final
+    score."""
 
     def __post_init__(self) -> None:
         if not self.traces:
@@ -667,19 +671,45 @@ class CalibrateCommand:
         check_range("test_share", self.test_share, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
 
     def base_params(self) -> SurrogateParams:
-        if self.base == "default":
-            params = SurrogateParams()
-        elif Path(self.base).is_file():
-            data = json.loads(Path(self.base).read_text())
-            params = SurrogateParams.from_dict(data.get("params", data))
-        else:
-            params = named_params(self.base)
+        params = load_params(self.base)
         changes: dict[str, Any] = {}
         if self.level_steps:
             changes["level_steps"] = tuple(float(x) for x in self.level_steps)
         if self.difficulty_mix:
             changes["difficulty_mix"] = tuple(self.difficulty_mix)
         return params.replace(**changes) if changes else params
+
+
+def load_params(spec: str) -> SurrogateParams:
+    """``default``, a JSON file (parameters, or a fit result with a ``params`` entry) or a shipped name."""
+    if spec == "default":
+        return SurrogateParams()
+    if Path(spec).is_file():
+        data = json.loads(Path(spec).read_text())
+        return SurrogateParams.from_dict(data.get("params", data))
+    return named_params(spec)
+
+
+def evaluate(command: CalibrateCommand) -> dict[str, Any]:
+    """Score ``command.evaluate``'s parameters on the traces: ``{"params", "evaluated", "trajectories"}``."""
+    runs = load_traces(command.traces)
+    params = load_params(command.evaluate)
+    score = evaluate_fit(params, runs)._asdict()
+    return {"params": params.to_dict(), "evaluated": {"params_from": command.evaluate, **score,
+                                                      "labels": sorted({r.label for r in runs}),
+                                                      "seeds": sorted({r.seed for r in runs})},
+            "traces": sorted({r.source for r in runs}), "trajectories": trajectories(params, one_run_per_label(runs))}
+
+
+def format_evaluation(evaluated: dict[str, Any]) -> str:
+    """R^2 and RMSE per statistic and for the final score, of parameters scored on unseen runs."""
+    lines = [f"{evaluated['runs']} runs ({', '.join(evaluated['labels'])}), seeds {evaluated['seeds']}, "
+             f"parameters {evaluated['params_from']}", f"{'':22s}{'R^2':>10s}{'RMSE':>10s}"]
+    for target in list(TARGETS) + ["final score"]:
+        r2 = evaluated["final_score_r2"] if target == "final score" else evaluated["r2"][target]
+        rmse = evaluated["final_score_rmse"] if target == "final score" else evaluated["rmse"][target]
+        lines.append(f"{target:22s}{r2:10.3f}{rmse:10.4f}")
+    return "\n".join(lines)
 
 
 def calibrate(command: CalibrateCommand) -> dict[str, Any]:

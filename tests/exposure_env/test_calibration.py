@@ -153,3 +153,23 @@ def test_atesd_calibrate_writes_loadable_params_a_report_and_a_plot(synthetic, t
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert main(["calibrate", "--out", str(out)]) == 2  # no traces: a ConfigError naming the field
     assert "traces must be one or more trace files" in capsys.readouterr().err
+
+
+def test_atesd_calibrate_evaluate_scores_given_params_on_new_runs(synthetic, tmp_path, capsys):
+    """``--evaluate``: the truth scores near perfectly on its own runs, the hand-set default does not,
+    and nothing is fitted (the parameters written are the ones given)."""
+    from agents.cli import main
+
+    folder = synthetic[0].source.rsplit("/", 1)[0]
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"params": TRUTH.to_dict()}))
+    scores = {}
+    for name, spec in (("truth", str(truth)), ("default", "default")):
+        out = tmp_path / f"{name}.json"
+        assert main(["calibrate", "--traces", folder, "--evaluate", spec, "--out", str(out)]) == 0
+        data = json.loads(out.read_text())
+        scores[name] = data["evaluated"]["r2"]["probe_nll"]
+        assert "final score" in capsys.readouterr().out and out.with_suffix(".png").is_file()
+        if name == "truth":
+            assert SurrogateParams.from_dict(data["params"]) == TRUTH
+    assert scores["truth"] > 0.9 > scores["default"]
