@@ -54,7 +54,7 @@ from agents.pretrained import manifest_path
 from agents.records import RunSummary
 from agents.runner import RunConfig
 from exposure_env.commandline import parse_dataclass
-from exposure_env.config import ENV_CONFIG_FIELDS
+from exposure_env.config import ENV_CONFIG_FIELDS, ExposureEnvConfig
 from exposure_env.errors import ConfigError
 from exposure_env.io import atomic_write_text, to_plain, write_json
 from exposure_env.registration import SURROGATE_ID
@@ -212,6 +212,18 @@ def best_fixed_sweep(args: Args, env_kwargs: Mapping[str, Any], runs_dir: Path, 
 def _episode(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The episode fields (``ExposureEnvConfig``) of gym.make kwargs."""
     return {k: v for k, v in env_kwargs.items() if k in ENV_CONFIG_FIELDS}
+
+
+def same_episodes(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Whether two study results ran episodes of the same settings: the update budget each actually
+    ran (the real backend takes it from the model's recipe when not given) and every other episode
+    field, defaults filled in."""
+    def settings(result: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        fields = {**dataclasses.asdict(ExposureEnvConfig()), **_episode(result["env_kwargs"])}
+        fields.pop("total_updates")
+        return fields, result["controllers"][0]["sample_efficiency"]["budget"]
+
+    return settings(first) == settings(second)
 
 
 def sweep_seeds(sweep: Mapping[str, Any]) -> list[int] | None:
@@ -497,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["surrogate_result"] = args.surrogate_result
         payload["sim_to_real"] = sim_to_real(rows, surrogate, rng)
         # The pre-trained controllers saw the surrogate's episodes: were they the same length here?
-        payload["same_episode_settings"] = _episode(surrogate["env_kwargs"]) == _episode(env_kwargs)
+        payload["same_episode_settings"] = same_episodes(surrogate, payload)
     payload["wall_time_s"] = time.perf_counter() - start
     write_outputs(payload, out)
     print(out.with_suffix(".md").read_text())

@@ -103,3 +103,16 @@ def test_sweep_seeds_are_read_from_either_sweep_format():
     assert controllers.sweep_seeds({"alphas": [0.5]}) is None
     assert controllers._overlap([0, 1, 2, 3, 4], range(100, 105)) is False
     assert controllers._overlap(None, [0]) is None
+
+
+def test_episode_settings_compare_the_budget_run_not_the_kwargs_given():
+    """A real run that takes its budget from the model's recipe ran the same episodes as a surrogate
+    run given that budget explicitly; another window or budget is another episode."""
+    def result(env_kwargs, budget):
+        return {"env_kwargs": env_kwargs, "controllers": [{"sample_efficiency": {"budget": budget}}]}
+
+    surrogate = result({"total_updates": 400, "params": "tiny-qwen3"}, 400)
+    assert controllers.same_episodes(surrogate, result({}, 400))
+    assert controllers.same_episodes(surrogate, result({"hold_window": 4}, 400))
+    assert not controllers.same_episodes(surrogate, result({"hold_window": 8}, 400))
+    assert not controllers.same_episodes(surrogate, result({}, 200))
