@@ -216,6 +216,7 @@ def summarize(args: Args, runs: list[dict[str, Any]], warmstart: dict[str, Any] 
     base = [r for r in runs if r["spec"] is None]
     by_alpha = {a: [r for r in runs if r["spec"] == fixed_spec(a)] for a in alphas}
     out: dict[str, Any] = {"args": asdict(args), "alphas": alphas, "warmstart": warmstart, "runs": runs}
+    out["seeds_per_alpha"] = [len(by_alpha[a]) for a in alphas]  # what ran, whatever the last command asked
     for key, name in (("score", "final_score"), ("greedy", "final_greedy"), ("mismatch", "mismatch"),
                       ("loss_tail", "loss_tail"), ("loss", "loss"), ("teacher_ref_logprob", "g_gt")):
         stats = [mean_ci([r[key] for r in by_alpha[a]]) for a in alphas]

@@ -191,7 +191,8 @@ def fixed_exposure(path: Path, data: dict[str, Any]) -> str:
     ws = data.get("warmstart") or {}
     checks = [f"- {name}: {claim['verdict']}" for name, claim in data["claims"].items()]
     parts = [
-        f"Fixed exposure on the real backend: `python -m benchmarks.fixed_exposure` ({args['seeds']} seeds, "
+        f"Fixed exposure on the real backend: `python -m benchmarks.fixed_exposure` "
+        f"({max(data.get('seeds_per_alpha') or [args['seeds']])} seeds per alpha, "
         f"{', '.join(map(str, data['updates_done']))} updates for every run, Average@{args['final_eval_k']} on "
         f"{args['final_eval_size']} test problems, env kwargs `{args['env_kwargs']}`). No training: "
         f"{_f(data['baseline_score'])} {_ci(data['baseline_score_ci'])}.",

@@ -36,7 +36,7 @@ def test_mismatch_claim_is_decided_on_the_same_student_and_reports_both():
     assert claim["measured_on"] == "mismatch_early" and claim["verdict"] == "reproduces"
     assert claim["whole_run_means"] == pytest.approx([0.05, 0.04, 0.03])
     assert out["claims"]["full_exposure_not_best"]["verdict"].startswith("does not reproduce")
-    assert out["improvement_mean"][0] == pytest.approx(0.01)
+    assert out["improvement_mean"][0] == pytest.approx(0.01) and out["seeds_per_alpha"] == [3, 3, 3]
 
 
 def test_interior_optimum_reproduces_only_when_its_paired_interval_clears_zero():
