@@ -33,6 +33,7 @@ from exposure_env.calibration import load_params
 from exposure_env.commandline import parse_dataclass
 from exposure_env.io import write_json
 from exposure_env.rewards import REWARD_MODES, combine_reward, reward_components
+from exposure_env.stats import t_interval
 from exposure_env.surrogate import SurrogateParams, initial, observe, transition
 from exposure_env.types import TRACE_FIELDS
 
@@ -116,11 +117,12 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _interval(values: np.ndarray) -> dict[str, float]:
-    values = values[np.isfinite(values)]
-    mean = float(values.mean()) if values.size else float("nan")
-    half = float(scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)) \
-        if values.size > 1 else 0.0
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(values.size)}
+    """Mean and 95% t-interval of the finite per-seed correlations (a seed with constant credit has none)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    interval = t_interval(finite)
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "n": int(finite.size)}
 
 
 def run(args: Args) -> dict[str, Any]:
