@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -101,6 +101,13 @@ def _env_kwargs(args: Args) -> dict[str, Any]:
     return kwargs
 
 
+def in_processes(fn: Callable[..., Any], calls: list[tuple], workers: int) -> Iterator[Any]:
+    """``fn(*call)`` for every call in ``workers`` fresh (spawned) processes; results as they finish."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(fn, *call) for call in calls]):
+            yield future.result()
+
+
 def fixed_spec(alpha: float) -> str:
     """The agent spec of a fixed reveal ratio."""
     return f"fixed:{alpha:g}"
@@ -111,10 +118,12 @@ def traces_dir(out: str | Path) -> Path:
     return out.with_name(out.stem + "_traces")
 
 
-def _final_eval(env, seed: int, args: Args) -> dict[str, Any]:
+def _final_eval(env, seed: int, args: Args, latest_score: float) -> dict[str, Any]:
+    """The real backend's final Average@k on the test split; a backend without ``evaluate`` (the
+    surrogate) reports its latest score, the noise-free expected accuracy."""
     backend = env.unwrapped.backend
     if not hasattr(backend, "evaluate"):
-        return {"score": float(env.unwrapped._stats.score), "per_level": {}, "greedy": float("nan")}
+        return {"score": float(latest_score), "per_level": {}, "greedy": float("nan")}
     from distill_backend.evaluation import EvalConfig
 
     problems = backend.splits.test[: args.final_eval_size]
@@ -142,7 +151,7 @@ def run_one(args: Args, spec: str | None, seed: int) -> dict[str, Any]:
     sums = {"mismatch": [], "loss_tail": [], "loss": [], "teacher_ref_logprob": []}
     result: dict[str, Any] = {"spec": spec, "seed": seed, "diverged": "", "updates_done": 0}
     if spec is None:
-        env.reset(seed=seed)
+        latest_score = env.reset(seed=seed)[1]["score"]
     else:
         lines: list[str] = []
 
@@ -156,10 +165,10 @@ def run_one(args: Args, spec: str | None, seed: int) -> dict[str, Any]:
             result["updates_done"] = int(record.info["updates_done"])
 
         episode = rollout(env, make_controller(spec, seed=seed), seed, on_step=log)
-        result["initial_score"] = episode.initial_score
+        result["initial_score"], latest_score = episode.initial_score, episode.final_score
         result["mean_alpha"] = float(np.mean(episode.alphas))
         result["trace_file"] = None if args.no_traces else _write_trace(args, spec, seed, lines)
-    result.update(_final_eval(env, seed, args))
+    result.update(_final_eval(env, seed, args, latest_score))
     env.close()
     result.update({key: float(np.mean(v)) if v else float("nan") for key, v in sums.items()})
     result["mismatch_early"] = early_mean(sums["mismatch"])
@@ -414,16 +423,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     jobs = [job for job in jobs if job not in done]
     start = time.perf_counter()
     summary = summarize(args, runs, warmstart)
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, args, spec, seed) for spec, seed in jobs]
-        for future in as_completed(futures):
-            runs.append(future.result())
-            last = runs[-1]
-            print(f"{last['spec'] or 'warm start'} seed={last['seed']}: score {last['score']:.3f} "
-                  f"greedy {last['greedy']:.3f} mismatch {last['mismatch']:.3f} ({last['wall_time']:.0f}s)", flush=True)
-            summary = summarize(args, runs, warmstart)
-            summary["wall_time"] = time.perf_counter() - start
-            write_json(out, summary)
+    for result in in_processes(run_one, [(args, spec, seed) for spec, seed in jobs], args.workers):
+        runs.append(result)
+        last = runs[-1]
+        print(f"{last['spec'] or 'warm start'} seed={last['seed']}: score {last['score']:.3f} "
+              f"greedy {last['greedy']:.3f} mismatch {last['mismatch']:.3f} ({last['wall_time']:.0f}s)", flush=True)
+        summary = summarize(args, runs, warmstart)
+        summary["wall_time"] = time.perf_counter() - start
+        write_json(out, summary)
     plot(summary, out.with_suffix(".png"))
     return summary
 

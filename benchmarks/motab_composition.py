@@ -153,8 +153,7 @@ def _run(args: Args, rollout: str, alpha: float | None, seed: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from benchmarks.fixed_exposure import in_processes
 
     args = parse_args(argv)
     out = Path(args.out)
@@ -165,16 +164,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for rollout, alpha in [("warm_start", None)] + [(r, float(a)) for a in args.alphas for r in ROLLOUTS]]
     jobs = [job for job in jobs if job not in done]
     summary = summarize(args, runs)
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run, args, *job) for job in jobs]
-        for future in as_completed(futures):
-            result = future.result()
-            runs.append(result)
-            print(f"seed {result['seed']} {result['rollout']:10s} alpha={result['alpha']}: score "
-                  f"{result['score']:.3f} ({result['wall_time']:.0f}s)", flush=True)
-            summary = summarize(args, runs)
-            summary["wall_time"] = time.perf_counter() - start
-            write_json(out, summary)
+    for result in in_processes(_run, [(args, *job) for job in jobs], args.workers):
+        runs.append(result)
+        print(f"seed {result['seed']} {result['rollout']:10s} alpha={result['alpha']}: score "
+              f"{result['score']:.3f} ({result['wall_time']:.0f}s)", flush=True)
+        summary = summarize(args, runs)
+        summary["wall_time"] = time.perf_counter() - start
+        write_json(out, summary)
     summary["wall_time"] = time.perf_counter() - start
     write_json(out, summary)
     return summary

@@ -56,3 +56,16 @@ def test_runs_stored_without_the_early_mismatch_read_it_from_their_trace(tmp_pat
     trace.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     assert fixed_exposure._early_mismatch({"trace_file": str(trace)}) == pytest.approx(0.1)
     assert fixed_exposure._early_mismatch({"mismatch_early": 0.2, "trace_file": str(trace)}) == 0.2
+
+
+def test_the_sweep_runs_on_the_surrogate_and_resumes(tmp_path):
+    """The whole command on the cheap env: every run, its summary and trace; a repeat reruns nothing."""
+    out = tmp_path / "sweep.json"
+    argv = ["--env", "ATESD-Surrogate-v0", "--seeds", "2", "--alphas", "0", "1", "--workers", "1",
+            "--total-updates", "8", "--out", str(out)]
+    summary = fixed_exposure.main(argv)
+    assert summary["seeds_per_alpha"] == [2, 2] and len(summary["runs"]) == 6
+    assert all(0.0 <= r["score"] <= 1.0 for r in summary["runs"])
+    assert (tmp_path / "sweep_traces").is_dir() and out.with_suffix(".png").is_file()
+    again = fixed_exposure.main(argv)
+    assert [r["wall_time"] for r in again["runs"]] == [r["wall_time"] for r in summary["runs"]]
