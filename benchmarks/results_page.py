@@ -333,7 +333,7 @@ def calibration_heldout(path: Path, data: dict[str, Any]) -> str:
     rows = [[f"`{t}`", _f(ev["r2"][t], 2), _f(ev["rmse"][t], 4)] for t in ev["r2"]]
     rows.append(["final score", _f(ev["final_score_r2"], 2), _f(ev["final_score_rmse"], 4)])
     return "\n\n".join([
-        f"The shipped fit scored on {ev['runs']} runs it never saw (`atesd calibrate --evaluate {ev['params_from']}`; "
+        f"The shipped fit scored on {ev['runs']} runs not in its fit set (`atesd calibrate --evaluate {ev['params_from']}`; "
         f"{', '.join(ev['labels'])}; seeds {ev['seeds']}):",
         _table(["statistic", "R^2", "RMSE"], rows)])
 
@@ -378,7 +378,7 @@ RENDERERS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str]]] = {
     "eval_cost.json": ("Real backend: cost of the in-run evaluation", eval_cost),
     "data_parallel.json": ("Data-parallel runs", data_parallel),
     "calibration_tiny_qwen3.json": ("Surrogate calibrated to the real tiny default", calibration),
-    "calibration_tiny_qwen3_heldout.json": ("The calibrated surrogate on unseen 400-update schedules",
+    "calibration_tiny_qwen3_heldout.json": ("The calibrated surrogate on 400-update schedule runs",
                                             calibration_heldout),
     "credit_alignment.json": ("Credit alignment on the calibrated surrogate", credit_alignment),
     "credit_alignment_default.json": ("Credit alignment on the hand-set default surrogate", credit_alignment),
