@@ -660,8 +660,8 @@ class CalibrateCommand:
     """Share of the seeds held out by the split by seed."""
     evaluate: str = ""
     """Fit nothing: score these parameters (a shipped name or a JSON file, e.g. an earlier ``out``)
-    on the traces, which it has not seen, and report R^2 and RMSE per statistic and for the final
-    score."""
+    on the traces and report R^2 and RMSE per statistic and for the final score. A held-out check
+    needs runs outside the fit set: a longer run whose start was fitted shares that start."""
 
     def __post_init__(self) -> None:
         if not self.traces:
@@ -702,7 +702,7 @@ def evaluate(command: CalibrateCommand) -> dict[str, Any]:
 
 
 def format_evaluation(evaluated: dict[str, Any]) -> str:
-    """R^2 and RMSE per statistic and for the final score, of parameters scored on unseen runs."""
+    """R^2 and RMSE per statistic and for the final score, of parameters scored on given runs."""
     lines = [f"{evaluated['runs']} runs ({', '.join(evaluated['labels'])}), seeds {evaluated['seeds']}, "
              f"parameters {evaluated['params_from']}", f"{'':22s}{'R^2':>10s}{'RMSE':>10s}"]
     for target in list(TARGETS) + ["final score"]:
