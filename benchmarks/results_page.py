@@ -12,13 +12,14 @@ instead of being guessed at. Renderers read the files only; they never run anyth
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from agents.compare import load_result, markdown_table
-from exposure_env.commandline import parse_dataclass
+from exposure_env.commandline import dataclass_argv, parse_dataclass
 from exposure_env.io import atomic_write_text
 
 
@@ -153,13 +154,11 @@ def controller_overhead(path: Path, data: dict[str, Any]) -> str:
 
 
 def controller_study(path: Path, data: dict[str, Any]) -> str:
-    from benchmarks.controllers import markdown  # reads the payload only
+    from benchmarks.controllers import Args, markdown  # reads the payload only
 
-    args = data["args"]
-    command = (f"`python -m benchmarks.controllers --env {data['env_id']}" +
-               (f" --params {args['params']}" if args.get("params") else "") + f" --seeds {len(data['seeds'])}" +
-               (f" --surrogate-result {data['surrogate_result']}" if data.get("surrogate_result") else "") +
-               f" --out benchmarks/results/{path.name}`")
+    # the stored arguments, with the seeds that actually ran and this file as the output
+    args = {**data["args"], "seeds": len(data["seeds"]), "out": f"benchmarks/results/{path.name}"}
+    command = "`" + shlex.join(["python", "-m", "benchmarks.controllers", *dataclass_argv(Args, args)]) + "`"
     return "\n\n".join([f"The controller study: {command}.", markdown(data).strip()])
 
 

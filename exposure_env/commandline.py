@@ -5,6 +5,8 @@ its help, the dataclass's own default (never a second copy of it).
 - :func:`dataclass_from_namespace`: build the dataclass from what was parsed; fields not given on
   the command line keep the dataclass's default, and ``__post_init__`` validates as usual.
 - :func:`parse_dataclass`: both, for a script with one dataclass of arguments.
+- :func:`dataclass_argv`: the way back, the arguments that rebuild a given config (e.g. the command
+  behind a stored result).
 
 Field types and their flags: ``bool`` -> ``--name`` / ``--no-name``; ``int``, ``float``, ``str``;
 ``X | None`` -> ``X``, or ``none`` for None; ``tuple[X, ...]`` -> several values, space- or
@@ -152,3 +154,39 @@ def parse_dataclass(cls: type[T], argv: Sequence[str] | None = None, description
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_arguments(parser, cls, flags)
     return dataclass_from_namespace(cls, parser.parse_args(argv))
+
+
+def dataclass_argv(cls: type, values: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> list[str]:
+    """The command-line arguments that :func:`parse_dataclass` turns back into ``cls(**values)``: one
+    option per field whose value differs from the dataclass's default, in field order (the inverse
+    of :func:`add_dataclass_arguments`). ``values`` may be a plain JSON record of the dataclass
+    (lists for tuples). Fields missing from ``values`` keep their default and are left out."""
+    flags = dict(flags or {})
+    hints = typing.get_type_hints(cls)
+    argv: list[str] = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name not in values:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        value = values[f.name]
+        hint, _ = _split_optional(hints[f.name])
+        origin = typing.get_origin(hint) or hint
+        same = (tuple(value) == tuple(default)) if origin is tuple and default is not dataclasses.MISSING \
+            else value == default
+        if same:
+            continue
+        flag = "--" + flags.get(f.name, f.name).replace("_", "-")
+        if hint is bool:
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is None:
+            argv += [flag, "none"]
+        elif origin is tuple:
+            if not value:
+                raise ValueError(f"{f.name}: an empty tuple has no command-line form (default {default!r})")
+            argv += [flag, *(str(item) for item in value)]
+        elif origin in (dict, collections.abc.Mapping, typing.Mapping):
+            argv += [flag, json.dumps(dict(value), sort_keys=True)]
+        else:
+            argv += [flag, str(value)]
+    return argv
