@@ -25,7 +25,7 @@ comparing a window-1 decision with a window-40 one would credit the stage, not t
 
 **SB3 agents** (``ppo``, ``sac``, ``a2c``, ``td3``, ``ppo-beta``): ``SB3Controller.train_batched``
 on the same batched surrogate, through the SB3 ``VecEnv`` adapter (:mod:`agents.sb3_vec`); deploy
-with ``ppo-pretrained:PATH``.
+with ``ppo-pretrained:PATH``. Their curve has one record per ``num_envs`` finished runs as well.
 
 Outputs in ``out``: the checkpoint (the controller's own ``save``) and ``pretrain.json``
 (:class:`~agents.pretrained.PretrainManifest`, with the training curve). Pre-training seeds start at
@@ -161,9 +161,7 @@ def pretrain(config: PretrainConfig) -> PretrainManifest:
         curve = [s._asdict() for s in pretrain_beta(controller, config)]
         updates, checkpoint = controller.num_updates, "checkpoint.safetensors"
     else:
-        runs = config.num_envs * math.ceil(config.runs / config.num_envs)
-        updates = controller.train_batched(config.vector_env_factory(), runs, seed=_seed(config, 0))
-        curve, checkpoint = [], "model.zip"  # the SB3 suffix: SB3 appends .zip to any other
+        (updates, curve), checkpoint = pretrain_sb3(controller, config), "model.zip"  # SB3 appends .zip otherwise
     controller.save(out / checkpoint)
     manifest = PretrainManifest(
         kind=config.kind, agent=config.agent, agent_config=to_plain(dataclasses.asdict(controller.config)),
@@ -204,6 +202,27 @@ def pretrain_beta(agent: BetaAgent, config: PretrainConfig) -> list[GenerationSt
     finally:
         venv.close()
     return curve
+
+
+def pretrain_sb3(agent: Any, config: PretrainConfig) -> tuple[int, list[dict[str, float]]]:
+    """An SB3 agent's pre-training (``SB3Controller.train_batched``); returns the env steps trained
+    and the curve, one record per ``num_envs`` finished runs (:class:`agents.sb3_vec.RunRecorder`: runs done, their mean final
+    score, mean alpha and reward, divergences, SB3's policy updates, wall time)."""
+    from agents.sb3_vec import RunRecorder
+
+    curve: list[dict[str, float]] = []
+    expected = math.ceil(config.runs / config.num_envs)
+
+    def record(row: dict[str, float]) -> None:
+        curve.append(row)
+        if config.progress and (len(curve) % max(1, expected // 20) == 0 or len(curve) == expected):
+            print(f"policy updates {row['policy_updates']:5d}  runs {row['runs_done']:7d}  final score "
+                  f"{row['final_score']:.4f}  mean alpha {row['mean_alpha']:.3f}  {row['wall_time_s']:.0f} s", flush=True)
+
+    runs = config.num_envs * expected
+    steps = agent.train_batched(config.vector_env_factory(), runs, seed=_seed(config, 0),
+                                callback=RunRecorder(config.num_envs, record))
+    return steps, curve
 
 
 class RunEnds(NamedTuple):

@@ -53,7 +53,8 @@ class PretrainManifest:
     config: Mapping[str, Any] = field(default_factory=dict)
     """The :class:`~agents.pretrain.PretrainConfig` as plain data."""
     curve: list[Mapping[str, float]] = field(default_factory=list)
-    """Per policy update (REINFORCE) or per logged rollout (SB3): runs done, mean final score, ..."""
+    """Per policy update (REINFORCE), or per ``num_envs`` finished runs (SB3): runs done, mean final
+    score, mean alpha, ..."""
 
 
 def manifest_path(path: str | Path) -> Path:

@@ -167,9 +167,11 @@ class SB3Controller(Checkpointed):
             self.model.learn(total_timesteps=total, reset_num_timesteps=False)
             self.timesteps_trained += total
 
-    def train_batched(self, make_vec_env: Callable[[], gym.vector.VectorEnv], runs: int, seed: int) -> int:
+    def train_batched(self, make_vec_env: Callable[[], gym.vector.VectorEnv], runs: int, seed: int,
+                      callback: Any = None) -> int:
         """Learn for about ``runs`` full runs on a batched env (module docstring); returns the env
-        steps trained (SB3 rounds up to whole rollouts)."""
+        steps trained (SB3 rounds up to whole rollouts). ``callback``: an SB3 callback for ``learn``
+        (e.g. :class:`agents.sb3_vec.RunRecorder`)."""
         from agents.sb3_vec import GymnasiumVecEnvAdapter
 
         check_range("runs", runs, 0, None, integer=True)
@@ -181,7 +183,7 @@ class SB3Controller(Checkpointed):
             self.model.set_env(venv)
         before = int(self.model.num_timesteps)
         if runs > 0:
-            self.model.learn(total_timesteps=int(runs) * decisions, reset_num_timesteps=False)
+            self.model.learn(total_timesteps=int(runs) * decisions, reset_num_timesteps=False, callback=callback)
         trained = int(self.model.num_timesteps) - before
         self.timesteps_trained += trained
         return trained

@@ -21,7 +21,8 @@ batched step per SB3 step. What differs between the two APIs, and how it is brid
   ``Box(0, 1)`` (PPO with a Beta policy).
 - **Seeding.** SB3's ``seed(s)`` seeds the next ``reset`` with ``s``; a reset without a seed uses the
   last seed plus one, so training stays reproducible (a fresh OS seed would not be).
-- ``infos[i]`` also carries the sub-env's ``score``.
+- ``infos[i]`` also carries the sub-env's ``score``, the ``reveal_ratio`` applied and whether the
+  run ``diverged``; :class:`RunRecorder` turns them into a training curve.
 
 The wrapped env must support the partial reset (``SurrogateVectorEnv`` does). Importing this module
 imports Stable-Baselines3; :mod:`agents.sb3_agents` imports it lazily. It knows nothing about any
@@ -30,11 +31,13 @@ controller.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 
@@ -77,8 +80,10 @@ class GymnasiumVecEnvAdapter(VecEnv):
         terminated, truncated = np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool)
         dones = terminated | truncated
         scores = np.asarray(infos["score"], dtype=np.float64)
+        diverged = np.asarray(infos.get("diverged", np.zeros(self.num_envs)), dtype=bool).reshape(-1)
         out_infos: list[dict[str, Any]] = [
-            {"TimeLimit.truncated": bool(truncated[i] and not terminated[i]), "score": float(scores[i])}
+            {"TimeLimit.truncated": bool(truncated[i] and not terminated[i]), "score": float(scores[i]),
+             "reveal_ratio": float(alpha[i, 0]), "diverged": bool(diverged[i])}
             for i in range(self.num_envs)]
         if dones.any():
             for i in np.flatnonzero(dones).tolist():
@@ -107,3 +112,43 @@ class GymnasiumVecEnvAdapter(VecEnv):
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]
+
+
+class RunRecorder(BaseCallback):
+    """SB3 callback that summarizes training on an adapted vector env, one record per ``every``
+    finished runs (the Beta pre-training's unit, a generation of runs): the runs finished so far,
+    their mean final score and divergences, and the mean reveal ratio and reward of the steps since
+    the last record. ``on_record`` receives each record (a dict) as it is made."""
+
+    def __init__(self, every: int, on_record: Callable[[dict[str, float]], None]) -> None:
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every: a positive number of runs; received {every!r}")
+        self.every, self.on_record = int(every), on_record
+        self.runs_done = 0
+        self._start = time.perf_counter()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._scores: list[float] = []
+        self._diverged = 0
+        self._alpha_sum = self._reward_sum = 0.0
+        self._steps = 0
+
+    def _on_step(self) -> bool:
+        infos, dones = self.locals["infos"], np.asarray(self.locals["dones"], dtype=bool)
+        self._alpha_sum += sum(info["reveal_ratio"] for info in infos)
+        self._reward_sum += float(np.sum(self.locals["rewards"]))
+        self._steps += len(infos)
+        for i in np.flatnonzero(dones).tolist():
+            self._scores.append(infos[i]["score"])
+            self._diverged += int(infos[i]["diverged"])
+        if len(self._scores) >= self.every:
+            self.runs_done += len(self._scores)
+            self.on_record({"runs_done": self.runs_done, "final_score": float(np.mean(self._scores)),
+                            "mean_alpha": self._alpha_sum / self._steps, "reward_mean": self._reward_sum / self._steps,
+                            "diverged_runs": self._diverged, "timesteps": int(self.num_timesteps),
+                            "policy_updates": int(getattr(self.model, "_n_updates", 0)),
+                            "wall_time_s": time.perf_counter() - self._start})
+            self._clear()
+        return True

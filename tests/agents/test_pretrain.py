@@ -109,6 +109,10 @@ def test_ppo_pretrained_on_the_batched_surrogate_is_deployed_as_is(tmp_path):
     manifest = pretrain(PretrainConfig(agent="ppo", env_kwargs=EPISODE, runs=32, num_envs=16, out=str(out),
                                        agent_overrides={"n_steps": 4, "batch_size": 32}, progress=False))
     assert manifest.kind == "ppo" and manifest.policy_updates >= 32 * 4 and (out / "model.zip").is_file()
+    # a training curve like the Beta policy's: one record per 16 finished runs
+    assert [row["runs_done"] for row in manifest.curve] == [16, 32]
+    assert all(0.0 <= row["final_score"] <= 1.0 and 0.0 <= row["mean_alpha"] <= 1.0 for row in manifest.curve)
+    assert manifest.curve[1]["policy_updates"] > manifest.curve[0]["policy_updates"] >= 0
     controller = make_controller(f"ppo-pretrained:{out}", seed=0)
     assert not controller.trains_before_run and controller.config.n_steps == 4
     result = rollout(gym.make("ATESD-Surrogate-v0", **EPISODE), controller, seed=0)

@@ -71,9 +71,38 @@ def test_truncation_is_reported_for_sb3_and_actions_are_rescaled():
     assert np.array_equal(obs, obs_direct.astype(np.float32)) and np.allclose(rewards, rewards_direct)
     _, _, dones, infos = env.step(np.array([[-1.0], [0.0], [1.0]], dtype=np.float32))
     assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+    assert [i["reveal_ratio"] for i in infos] == [0.0, 0.5, 1.0] and not any(i["diverged"] for i in infos)
     assert all(i["terminal_observation"][0] == pytest.approx(0.5) for i in infos)
     native = GymnasiumVecEnvAdapter(SurrogateVectorEnv(2, total_updates=16), symmetric=False)
     assert native.action_space.low[0] == 0.0 and env.action_space.low[0] == -1.0
+
+
+def test_the_run_recorder_summarizes_each_group_of_finished_runs():
+    from types import SimpleNamespace
+
+    from agents.sb3_vec import RunRecorder
+
+    env, rows = _adapter(num_envs=4), []
+    recorder = RunRecorder(every=4, on_record=rows.append)
+    recorder.model = SimpleNamespace(num_timesteps=0, _n_updates=7)
+    env.reset()
+    scores, rewards = [], []
+    for step in range(8):  # two runs of 4 decisions per sub-env
+        alpha = 0.25 if step < 4 else 1.0
+        _, reward, dones, infos = env.step(np.full((4, 1), 2 * alpha - 1, dtype=np.float32))
+        recorder.model.num_timesteps += 4
+        recorder.update_locals({"infos": infos, "dones": dones, "rewards": reward})
+        assert recorder.on_step()
+        rewards.append(reward)
+        scores += [info["score"] for info, done in zip(infos, dones) if done]
+    assert [row["runs_done"] for row in rows] == [4, 8] and len(scores) == 8
+    assert rows[0]["final_score"] == pytest.approx(np.mean(scores[:4]))
+    assert rows[1]["final_score"] == pytest.approx(np.mean(scores[4:]))
+    assert [row["mean_alpha"] for row in rows] == pytest.approx([0.25, 1.0])
+    assert rows[0]["reward_mean"] == pytest.approx(np.mean(rewards[:4]))
+    assert rows[1]["timesteps"] == 32 and rows[1]["policy_updates"] == 7 and rows[1]["diverged_runs"] == 0
+    with pytest.raises(ValueError, match="every"):
+        RunRecorder(every=0, on_record=rows.append)
 
 
 def test_seeding_makes_training_reproducible():
