@@ -1,4 +1,4 @@
-"""The ATESD controller (SPEC section 2): a Beta policy over the reveal ratio, trained by REINFORCE.
+"""The ATESD controller (docs/methods.md, section 2): a Beta policy over the reveal ratio, trained by REINFORCE.
 
 - Policy: an MLP maps the observation to raw outputs ``f(s)``; ``(a, b) = 1 + softplus(f(s))``;
   ``alpha ~ Beta(a, b)`` is clipped to ``[alpha_min, alpha_max]`` and held for the env's window

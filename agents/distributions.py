@@ -3,7 +3,7 @@
 SB3 ships Gaussian, squashed-Gaussian, categorical and Bernoulli action distributions but no Beta.
 A Beta is the natural law of a reveal ratio: it lives on [0, 1] without squashing or clipping, and
 with both concentrations above 1 (``a, b = 1 + softplus(raw)``) it is unimodal, as ATESD's
-controller requires (SPEC section 2).
+controller requires (docs/methods.md, section 2).
 
 The class follows SB3's method set (``proba_distribution_net``, ``proba_distribution``,
 ``log_prob``, ``entropy``, ``sample``, ``mode``, ``get_actions``, ``actions_from_params``,

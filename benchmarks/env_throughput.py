@@ -18,7 +18,7 @@ In one process, all timing the code users run:
 As a diagnostic it also times :class:`~exposure_env.env.ExposureEnv` over a backend that does no
 work, which separates the env's own cost per step from the surrogate backend's.
 
-Goals (issue 12): ``ppo_wall_ratio_vs_cartpole <= 1.1`` (the env is invisible in the agent's cost),
+Goals: ``ppo_wall_ratio_vs_cartpole <= 1.1`` (the env is invisible in the agent's cost),
 with the raw step ratio reported next to it, and ``batched_ratio_1024_vs_single >= 100``
 (``batched["1024"] / surrogate_steps_per_s``). The machine is shared: only ratios measured side by
 side in this run are meaningful, absolute rates are not.

@@ -1,6 +1,6 @@
 """``Qwen3DistillBackend``: on-policy self-distillation with partial teacher exposure.
 
-One student update (SPEC sections 1-2), as :meth:`Qwen3DistillBackend._update` runs it:
+One student update (docs/methods.md, sections 1-2), as :meth:`Qwen3DistillBackend._update` runs it:
 
 1. draw ``questions_per_update`` training questions (epoch-wise permutation, position saved);
 2. sample ``rollouts_per_question`` completions per question from the student prompt with the one

@@ -84,11 +84,12 @@ class BackendConfig:
     """Sampling temperature of the student's rollouts (paper recipe: 1.1)."""
     rollout_top_p: float = 1.0
     rollout: str = "plain"
-    """``plain``: distil on the student's whole rollouts (SPEC section 1). ``motab``: MOTAB-monitored,
-    backtracked rollouts (issue 5's composition, SPEC section 3): the teacher at the current reveal
-    ratio judges each step, a strayed rollout is rewound to the root cause and completed by that
-    teacher (every ``motab`` field applies except ``student_max_new_tokens`` and the SKD ones: the
-    student's rollout keeps ``max_new_tokens`` / ``rollout_temperature`` / ``rollout_top_p``). The per-update
+    """``plain``: distil on the student's whole rollouts (docs/methods.md, section 1). ``motab``:
+    MOTAB-monitored, backtracked rollouts (ATESD x MOTAB, docs/methods.md, section 3): the teacher
+    at the current reveal ratio judges each step, a strayed rollout is rewound to the root cause and
+    completed by that teacher (every ``motab`` field applies except ``student_max_new_tokens``,
+    ``student_temperature`` and the SKD ones: the student's rollout keeps ``max_new_tokens`` /
+    ``rollout_temperature`` / ``rollout_top_p``). The per-update
     statistics (mismatch, confidence, loss tail) are then over the distilled tokens only, ``loss``
     is the total, and ``rollout_length`` stays the student's own rollout length."""
     motab: MotabConfig = field(default_factory=MotabConfig.tiny)

@@ -9,7 +9,7 @@ Two layers:
 * Per-kind pure functions (:func:`forward_kl_clipped`, :func:`reverse_kl`, :func:`generalized_jsd`,
   :func:`sampled_token_loss`) map logits ``(..., V)`` to a per-position loss ``(...)`` with plain
   autograd. With :func:`unfused_loss` (project everything, then apply them) they are the
-  definitions (SPEC section 1) and the reference the tests compare against.
+  definitions (docs/methods.md, section 1) and the reference the tests compare against.
 * :func:`fused_loss` is what training runs. Student and teacher hidden states of the valid
   positions go through the output projection **tile by tile** (``rows x vocab_tile`` at a time,
   ``LossConfig.chunk_elements`` entries), so no ``(B, T, V)`` tensor (logits, probabilities or

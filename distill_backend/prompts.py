@@ -1,4 +1,4 @@
-"""Student and teacher prompts, and partial exposure of the reference solution (SPEC section 2).
+"""Student and teacher prompts, and partial exposure of the reference solution (docs/methods.md, section 2).
 
 A reference solution is split into segments ``r_1..r_m`` (one per non-empty line) plus the final
 answer line (the last line holding ``\\boxed{}``). At reveal ratio ``alpha`` the teacher sees the

@@ -1,4 +1,4 @@
-"""Reward functions: discounted learning progress (SPEC section 2), as pure functions.
+"""Reward functions: discounted learning progress (docs/methods.md, section 2), as pure functions.
 
 Notation, for a decision that starts at update ``t0`` and is credited over ``L`` updates:
 ``l_t`` is the progress signal after update ``t`` (default: the probe NLL, which does not move when

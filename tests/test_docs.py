@@ -52,3 +52,9 @@ def test_env_reference_names_every_observation_field_info_key_and_default():
 def test_docs_never_point_outside_the_repository():
     for path in [ROOT / "README.md", *DOCS.glob("*.md")]:
         assert "../shared" not in path.read_text(), path
+    # the code's own docs cite the repository's methods page, not a document a user does not have
+    for folder in ("agents", "distill_backend", "exposure_env", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert not re.search(r"SPEC sections? \d|\.\./shared", path.read_text()), path
+    for path in [ROOT / "README.md", *DOCS.glob("*.md")]:
+        assert not re.search(r"SPEC sections? \d", path.read_text()), path
