@@ -28,7 +28,7 @@ Steps (a thin layer over :func:`agents.compare.run_compare`, the code behind ``a
    the in-run score first reaches OPSD's final score on the same seed, mean with a 95% t-CI over
    seeds; a run that never reaches it counts as the full budget, so the mean is a lower bound,
    and the number of runs that reached it is given), the learning curves (mean score over seeds
-   against updates), the reward-ablation order against the paper's, the issue's goals, and with
+   against updates), the reward-ablation order against the paper's, the study's goals, and with
    ``--surrogate-result`` the **sim-to-real ratio**: for each surrogate-trained controller, its
    IQM gain over OPSD here divided by its IQM gain over OPSD on the surrogate (bootstrap CI).
 
@@ -331,7 +331,7 @@ def analyse(by_agent: Mapping[str, Sequence[RunSummary]], best_fixed: str, rng: 
 
 
 def goals(rows: Sequence[ControllerRow]) -> dict[str, Any]:
-    """The issue's goals per controller: beats OPSD and the best fixed alpha with CIs that do not
+    """The study's goals per controller: beats OPSD and the best fixed alpha with CIs that do not
     overlap; reaches OPSD's final score in at most half the updates."""
     by_role = {r.role: r for r in rows}
     opsd, best = by_role.get("opsd"), by_role.get("best-fixed")

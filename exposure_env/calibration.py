@@ -21,8 +21,8 @@ with a value per student update. :func:`load_traces` reads them, checking every 
   one within each schedule.
 
 :func:`evaluate_fit` scores a fit on held-out runs: R^2 and RMSE per statistic over all updates,
-and R^2 of the final score across runs. :func:`calibration_report` runs both splits the issue of
-record asks for: by seed (fit on some seeds, test on the others) and by schedule (fit on the
+and R^2 of the final score across runs. :func:`calibration_report` runs both held-out splits a fit
+should pass: by seed (fit on some seeds, test on the others) and by schedule (fit on the
 fixed-alpha runs, test on the schedules the fit never saw).
 
 This module knows the decision-log format and the surrogate; it knows nothing about the backend
