@@ -60,6 +60,7 @@ LAZY_ALLOWED = {
     ("agents.registry", "agents.sb3_agents"): "SB3 extra",
     ("agents.sb3_agents", "agents.sb3_beta"): "SB3 extra",
     ("agents.sb3_agents", "agents.sb3_vec"): "SB3 extra",
+    ("agents.pretrain", "agents.sb3_vec"): "SB3 extra",
     ("agents.pretrained", "agents.beta_agent"): "torch, only for beta-pretrained specs",
     ("agents.pretrained", "agents.sb3_agents"): "SB3 extra",
     ("agents.cli", "distill_backend.config"): "atesd warmstart only",
