@@ -359,6 +359,13 @@ def ablation(rows: Sequence[ControllerRow]) -> dict[str, Any] | None:
             "iqm": dict(zip(PAPER_ABLATION, iqms)), "matches_paper": matches}
 
 
+def keeps_gain(ratio: float, surrogate_gain: float, share: float = 0.9) -> bool:
+    """The sim-to-real goal: the real backend keeps at least ``share`` of a *positive* surrogate gain
+    over OPSD. A controller that loses to OPSD on the surrogate has no gain to keep, whatever the
+    ratio of two losses says (a ratio of 1.4 then means it lost more on the real backend)."""
+    return bool(surrogate_gain > 0 and math.isfinite(ratio) and ratio >= share)
+
+
 def sim_to_real(rows: Sequence[ControllerRow], surrogate: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """Per surrogate-trained role: real gain over OPSD / surrogate gain over OPSD (IQMs, bootstrap CI)."""
     here = {r.role: r for r in rows}
@@ -369,9 +376,10 @@ def sim_to_real(rows: Sequence[ControllerRow], surrogate: Mapping[str, Any], rng
             continue
         ratio = gain_ratio_interval(np.array(row.final_scores), np.array(here["opsd"].final_scores),
                                     np.array(there[name]["final_scores"]), np.array(there["opsd"]["final_scores"]), rng)
+        surrogate_gain = there[name]["iqm"] - there["opsd"]["iqm"]
         out[name] = {"ratio": ratio.value, "ci_low": ratio.low, "ci_high": ratio.high,
-                     "real_gain": row.iqm - here["opsd"].iqm, "surrogate_gain": there[name]["iqm"] - there["opsd"]["iqm"],
-                     "keeps_90_percent": bool(ratio.value >= 0.9)}
+                     "real_gain": row.iqm - here["opsd"].iqm, "surrogate_gain": surrogate_gain,
+                     "keeps_90_percent": keeps_gain(ratio.value, surrogate_gain)}
     return out
 
 
@@ -411,10 +419,12 @@ def markdown(payload: Mapping[str, Any]) -> str:
         lines += ["", "Sim-to-real: IQM gain over OPSD here / on the surrogate "
                   f"(`{payload.get('surrogate_result', '')}`), 95% bootstrap CI (seeds paired within each env)"
                   + ("." if same else "; **the two results ran episodes of different lengths**."), "",
-                  "| controller | real gain | surrogate gain | ratio | 95% CI |", "|---|---|---|---|---|"]
+                  "| controller | real gain | surrogate gain | ratio | 95% CI | keeps >= 90% of a positive gain |",
+                  "|---|---|---|---|---|---|"]
         for name, s in payload["sim_to_real"].items():
+            kept = keeps_gain(s["ratio"] if s["ratio"] is not None else math.nan, s["surrogate_gain"])
             lines.append(f"| `{name}` | {s['real_gain']:+.4f} | {s['surrogate_gain']:+.4f} | {_num(s['ratio'])} | "
-                         f"[{_num(s['ci_low'])}, {_num(s['ci_high'])}] |")
+                         f"[{_num(s['ci_low'])}, {_num(s['ci_high'])}] | {'yes' if kept else 'no'} |")
     lines += ["", "Goals (CIs disjoint from OPSD's / the best fixed alpha's; OPSD's final score within half the "
               "updates): " + "; ".join(f"`{k}` " + ", ".join(n for n, ok in v.items() if ok) if any(v.values())
                                        else f"`{k}` none" for k, v in payload["goals"].items()) + "."]

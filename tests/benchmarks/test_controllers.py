@@ -2,6 +2,7 @@
 every controller, the statistics, the files, and the sim-to-real ratio."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -79,7 +80,14 @@ def test_sim_to_real_of_a_result_against_itself_is_one(study, tmp_path):
         assert entry["real_gain"] == pytest.approx(entry["surrogate_gain"])
         if abs(entry["surrogate_gain"]) > 1e-12:
             assert entry["ratio"] == pytest.approx(1.0)
+        assert entry["keeps_90_percent"] == (entry["surrogate_gain"] > 0)
     assert "Sim-to-real" in (tmp_path / "again.md").read_text() and again["same_episode_settings"]
+
+
+def test_only_a_positive_surrogate_gain_can_be_kept():
+    assert controllers.keeps_gain(0.95, 0.02) and not controllers.keeps_gain(0.85, 0.02)
+    assert not controllers.keeps_gain(1.4, -0.2)  # lost more on the real backend than on the surrogate
+    assert not controllers.keeps_gain(math.nan, 0.02) and not controllers.keeps_gain(1.0, 0.0)
 
 
 def test_the_ablation_order_matches_the_paper_only_when_strictly_increasing():
