@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agents.pretrain: error: {exc}", file=sys.stderr)
         return 2
     last = manifest.curve[-1] if manifest.curve else {}
-    print(f"pre-trained {manifest.kind} on {manifest.runs} runs ({manifest.policy_updates} updates) in "
+    unit = "policy updates" if manifest.kind == "beta" else "env steps"
+    print(f"pre-trained {manifest.kind} on {manifest.runs} runs ({manifest.policy_updates} {unit}) in "
           f"{manifest.wall_time_s:.0f} s" + (f"; last generation's final score {last['final_score']:.4f}" if last else "")
           + f"; wrote {Path(config.out) / MANIFEST}")
     return 0
