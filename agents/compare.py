@@ -33,7 +33,7 @@ from agents.executors import EXECUTORS, Outcome, execute
 from agents.plots import plot_compare
 from agents.records import AgentStats, CompareResult, RunSummary, display_name
 from agents.registry import check_spec
-from agents.runner import RunConfig
+from agents.runner import RunConfig, check_agent_inputs
 from exposure_env.errors import ConfigError, check_choice, check_range, store_integers
 from exposure_env.io import atomic_write_text, to_plain, write_json
 from exposure_env.registration import SURROGATE_ID
@@ -119,8 +119,9 @@ def planned_runs(config: CompareConfig) -> list[RunConfig]:
 
 def finished_run(job: RunConfig) -> RunSummary | None:
     """The summary of ``job``'s run if it already finished (its ``summary.json`` exists and reads),
-    else None. A finished run made with another agent, seed, env or env kwargs is a ConfigError:
-    its directory would otherwise be silently reused or overwritten."""
+    else None. A finished run made with another agent, seed, env or env kwargs, or whose agent read
+    another sweep result or checkpoint than its spec reads now, is a ConfigError: its directory
+    would otherwise be silently reused or overwritten."""
     path = job.run_dir / "summary.json"
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -131,6 +132,7 @@ def finished_run(job: RunConfig) -> RunSummary | None:
     if found != expected:
         raise ConfigError("runs directory", f"one whose finished runs match this sweep ({expected})", found,
                           hint=f"{path} was made by another sweep; use another --out (or --runs-dir)")
+    check_agent_inputs(payload.get("agent_inputs"), job.agent, path)
     return _summary_from_json(payload)
 
 

@@ -28,16 +28,28 @@ spec                        controller
 
 Heavy modules (torch for ``beta``, SB3) are imported only when a spec that needs them is built,
 so naming and checking specs, and the baselines, stay torch-free.
+
+Some specs read a file whose content decides what the controller does (``best-fixed:PATH`` a
+sweep, ``*-pretrained:PATH`` a checkpoint). :func:`spec_inputs` says what they read, so a run
+records it and a resumed or reused run can be checked against the file as it is now.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 from agents.base import Controller
-from agents.baselines import BestFixedController, FixedController, LinearController, RandomController, StepController
-from agents.pretrained import load_pretrained
+from agents.baselines import (
+    BestFixedController,
+    FixedController,
+    LinearController,
+    RandomController,
+    StepController,
+    best_fixed_alpha,
+)
+from agents.pretrained import checkpoint_path, load_pretrained, read_manifest
 from exposure_env.errors import ConfigError
 from exposure_env.rewards import REWARD_MODES
 
@@ -79,6 +91,26 @@ def make_controller(spec: str, seed: int = 0, **overrides: Any) -> Controller:
         if exc.field.startswith("agent spec"):
             raise
         raise ConfigError(f"agent spec {spec!r}: {exc.field}", exc.allowed, exc.received) from exc
+
+
+def spec_inputs(spec: str) -> dict[str, Any]:
+    """What ``spec`` reads from outside the spec string, as it is now: ``best-fixed:PATH`` the best
+    alpha of its sweep file (``{"best_fixed_alpha": 0.75}``), ``*-pretrained:PATH[:online]`` the
+    SHA-256 of its checkpoint file; ``{}`` for every other spec. Cheap (no torch, no model built)."""
+    name, _, rest = str(spec).strip().partition(":")
+    args = rest.split(":") if rest else []
+    if name == "best-fixed" and args:
+        return {"best_fixed_alpha": best_fixed_alpha(":".join(args))}
+    if name.endswith("-pretrained") and args:
+        path = ":".join(args[:-1] if args[-1] == "online" else args)
+        file = checkpoint_path(path, read_manifest(path))
+        try:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ConfigError(f"agent spec {spec!r}: checkpoint", "a readable checkpoint file", str(file),
+                              str(exc)) from exc
+        return {"checkpoint_sha256": digest}
+    return {}
 
 
 def check_spec(spec: str) -> None:

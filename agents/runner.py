@@ -60,7 +60,7 @@ from agents.checkpoint import read_checkpoint, read_metadata, write_checkpoint
 from agents.episode import EpisodeProgress, StepRecord, rollout
 from agents.plots import plot_run
 from agents.records import RunSummary
-from agents.registry import make_controller
+from agents.registry import make_controller, spec_inputs
 from exposure_env.errors import CheckpointError, ConfigError, OutputPathError, check_range, store_integers
 from exposure_env.io import to_plain, write_json
 from exposure_env.registration import REGISTERED_IDS, SURROGATE_ID
@@ -213,14 +213,33 @@ def check_outputs(config: RunConfig, controller: Controller) -> None:
         read_metadata(config.load_path)
 
 
-def _read_summary(run_dir: Path) -> RunSummary:
+def _read_summary(run_dir: Path, config: RunConfig) -> RunSummary:
     names = {f.name for f in dataclasses.fields(RunSummary)}
     try:
         payload = json.loads((run_dir / SUMMARY_FILE).read_text())
-        return RunSummary(**{k: v for k, v in payload.items() if k in names})
+        summary = RunSummary(**{k: v for k, v in payload.items() if k in names})
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{run_dir / SUMMARY_FILE}: unreadable run summary ({exc}); --overwrite to run again") \
             from exc
+    check_agent_inputs(payload.get("agent_inputs"), config.agent, run_dir / SUMMARY_FILE)
+    return summary
+
+
+def check_agent_inputs(recorded: Mapping[str, Any] | None, agent: str, where: Path) -> None:
+    """Refuse to reuse a run whose agent read other inputs than ``agent`` reads now
+    (:func:`agents.registry.spec_inputs`: a best-fixed sweep that now names another alpha, a
+    pre-trained checkpoint that was replaced). Runs written before inputs were recorded (``None``)
+    cannot be checked and are reused with a warning."""
+    current = to_plain(spec_inputs(agent))
+    if recorded is None:
+        if current:
+            LOGGER.warning("%s: made before agent inputs were recorded; cannot check that %s still reads %s",
+                           where, agent, current)
+        return
+    if to_plain(recorded) != current:
+        raise ConfigError("agent inputs", f"{current} (what {agent} reads now)", to_plain(recorded),
+                          hint=f"{where} was made when the agent's file said otherwise; run it again "
+                               "(--overwrite for atesd run, --rerun for atesd compare) or restore the file")
 
 
 def _non_empty(directory: Path) -> bool:
@@ -244,7 +263,7 @@ def plan_start(config: RunConfig) -> _Start:
                 return _Start(_read_run_checkpoint(checkpoint_file, config), None)
             if (work / SUMMARY_FILE).is_file():  # complete, stopped just before it was moved into place
                 _publish(work, final)
-                return _Start(None, _read_summary(final))
+                return _Start(None, _read_summary(final, config))
             LOGGER.warning("%s holds no checkpoint (the run stopped before its first one): starting the run over",
                            work)
             shutil.rmtree(work)
@@ -254,7 +273,7 @@ def plan_start(config: RunConfig) -> _Start:
                               "--overwrite to start over, or choose another --name/--out")
     if _non_empty(final):
         if config.resume and (final / SUMMARY_FILE).is_file():
-            return _Start(None, _read_summary(final))
+            return _Start(None, _read_summary(final, config))
         what = "a finished run" if (final / SUMMARY_FILE).is_file() else "files but no summary.json"
         raise OutputPathError(f"run directory {final} already holds {what}; pass --overwrite to replace it (it is "
                               "kept until the new run completes)" + (", --resume to keep it" if what[0] == "a" else "")
@@ -263,7 +282,8 @@ def plan_start(config: RunConfig) -> _Start:
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
-    return to_plain({name: getattr(config, name) for name in RUN_IDENTITY_FIELDS})
+    return to_plain({name: getattr(config, name) for name in RUN_IDENTITY_FIELDS}
+                    | {"agent_inputs": spec_inputs(config.agent)})
 
 
 def _read_run_checkpoint(path: Path, config: RunConfig) -> Mapping[str, Any]:
@@ -274,6 +294,7 @@ def _read_run_checkpoint(path: Path, config: RunConfig) -> Mapping[str, Any]:
             raise ConfigError(name, f"{saved.get(name)!r} (the value the checkpointed run was started with)",
                               current[name], hint=f"resume with the run's options, or --overwrite to start over "
                               f"({path})")
+    check_agent_inputs(saved.get("agent_inputs"), config.agent, path)
     return state
 
 
@@ -345,6 +366,7 @@ def run_controlled(config: RunConfig, controller: Controller | None = None) -> R
     )
     payload = dataclasses.asdict(summary) | {"controller_share": summary.controller_share,
                                              "env_kwargs": dict(config.env_kwargs),
+                                             "agent_inputs": spec_inputs(config.agent),
                                              "controller_end_stats": dict(episode.end_stats)}
     if config.plot:
         plot_run(summary, work / "alpha.png")

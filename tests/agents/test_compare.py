@@ -4,6 +4,7 @@ resume. The process pool here; the same behaviour on Ray in ``test_compare_ray.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -56,6 +57,20 @@ def test_finished_runs_of_another_sweep_are_refused_not_reused(tmp_path):
     run_compare(sweep(tmp_path, seeds=1, workers=1))
     with pytest.raises(ConfigError, match="summary.json was made by another sweep"):
         run_compare(sweep(tmp_path, seeds=1, workers=1, env_kwargs=dict(SHORT, total_updates=20)))
+
+
+def test_finished_runs_whose_sweep_file_changed_are_refused_not_reused(tmp_path):
+    source = tmp_path / "sweep.json"
+    source.write_text(json.dumps({"alphas": [0.5, 1.0], "final_score_mean": [0.9, 0.5]}))
+    config = sweep(tmp_path / "out", agents=("fixed:1.0", f"best-fixed:{source}"), seeds=1, workers=1)
+    best = lambda result: next(row for row in result.agents if row.agent.startswith("best-fixed"))  # noqa: E731
+    assert best(run_compare(config)).mean_alpha == 0.5
+    assert run_compare(config).reused_runs == 2
+    source.write_text(json.dumps({"alphas": [0.5, 1.0], "final_score_mean": [0.5, 0.9]}))
+    with pytest.raises(ConfigError, match="agent inputs"):
+        run_compare(config)
+    again = run_compare(dataclasses.replace(config, rerun=True))
+    assert again.reused_runs == 0 and best(again).mean_alpha == 1.0
 
 
 def test_a_run_that_raises_is_reported_and_the_sweep_goes_on(tmp_path):

@@ -38,6 +38,22 @@ def test_pretraining_writes_a_manifest_and_a_checkpoint(beta_folder):
     assert all(0.0 <= row["final_score"] <= 1.0 for row in data["curve"])
 
 
+def test_a_pretrained_spec_reads_its_checkpoint_and_says_so(beta_folder, tmp_path):
+    import shutil
+
+    from agents.registry import spec_inputs
+
+    copy = tmp_path / "beta"
+    shutil.copytree(beta_folder[0], copy)
+    inputs = spec_inputs(f"beta-pretrained:{copy}")
+    assert inputs == spec_inputs(f"beta-pretrained:{copy}:online") == spec_inputs(f"beta-pretrained:{beta_folder[0]}")
+    assert len(inputs["checkpoint_sha256"]) == 64
+    checkpoint = copy / "checkpoint.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes() + b" ")
+    assert spec_inputs(f"beta-pretrained:{copy}") != inputs
+    assert spec_inputs("fixed:0.5") == {} and spec_inputs("beta:immediate") == {}
+
+
 def test_the_frozen_pretrained_policy_acts_at_its_mean_and_does_not_learn(beta_folder):
     out, manifest = beta_folder
     agent = make_controller(f"beta-pretrained:{out}", seed=3)

@@ -118,13 +118,37 @@ def test_resume_with_other_options_names_the_field(tmp_path):
     assert run_controlled(_config(tmp_path, checkpoint_every=1, resume=True)).num_decisions == 4
 
 
-class _InterruptingRandom:
-    """A random controller whose ``act`` raises KeyboardInterrupt at decision ``after`` (a hard stop)."""
+def test_a_run_whose_agent_file_changed_is_neither_reused_nor_resumed(tmp_path):
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"alphas": [0.25, 1.0], "final_score_mean": [0.9, 0.5]}))
+    spec = f"best-fixed:{sweep}"
+    first = run_controlled(_config(tmp_path, agent=spec, run_name="best"))
+    assert first.mean_alpha == 0.25
+    summary = json.loads((tmp_path / "best" / "summary.json").read_text())
+    assert summary["agent_inputs"] == {"best_fixed_alpha": 0.25}
+    assert run_controlled(_config(tmp_path, agent=spec, run_name="best", resume=True)) == first
+    sweep.write_text(json.dumps({"alphas": [0.25, 1.0], "final_score_mean": [0.5, 0.9]}))  # the sweep grew
+    with pytest.raises(ConfigError, match="agent inputs") as excinfo:
+        run_controlled(_config(tmp_path, agent=spec, run_name="best", resume=True))
+    assert "best_fixed_alpha" in str(excinfo.value) and "--overwrite" in str(excinfo.value)
+    assert run_controlled(_config(tmp_path, agent=spec, run_name="best", overwrite=True)).mean_alpha == 1.0
+    # a checkpointed, unfinished run is not resumed under another alpha either
+    config = _config(tmp_path, agent=spec, run_name="cut", checkpoint_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_controlled(config, controller=_InterruptingRandom(after=2, spec=spec))
+    sweep.write_text(json.dumps({"alphas": [0.25, 1.0], "final_score_mean": [0.9, 0.5]}))
+    with pytest.raises(ConfigError, match="agent inputs"):
+        run_controlled(_config(tmp_path, agent=spec, run_name="cut", checkpoint_every=1, resume=True))
 
-    def __new__(cls, after):
+
+class _InterruptingRandom:
+    """A controller (random unless ``spec`` says otherwise) whose ``act`` raises KeyboardInterrupt at
+    decision ``after`` (a hard stop)."""
+
+    def __new__(cls, after, spec="random"):
         from agents.registry import make_controller
 
-        controller = make_controller("random")
+        controller = make_controller(spec)
         original, calls = controller.act, [0]
 
         def act(obs):
