@@ -160,7 +160,7 @@ def test_bad_pretrained_specs_and_configs_name_the_problem(tmp_path):
 def test_the_command_line_pretrains(tmp_path, capsys):
     assert main(["--runs", "8", "--num-envs", "8", "--env-kwargs", json.dumps(EPISODE), "--out",
                  str(tmp_path / "cli"), "--no-progress"]) == 0
-    assert "pre-trained beta on 8 runs (1 updates)" in capsys.readouterr().out
+    assert "pre-trained beta on 8 runs (1 policy updates)" in capsys.readouterr().out
     assert (tmp_path / "cli" / "pretrain.json").is_file()
 
 
