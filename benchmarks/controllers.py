@@ -54,10 +54,10 @@ from agents.pretrained import manifest_path
 from agents.records import RunSummary
 from agents.runner import RunConfig
 from exposure_env.commandline import parse_dataclass
-from exposure_env.config import ENV_CONFIG_FIELDS, ExposureEnvConfig
+from exposure_env.config import ENV_CONFIG_FIELDS, ExposureEnvConfig, split_env_kwargs
 from exposure_env.errors import ConfigError
 from exposure_env.io import atomic_write_text, to_plain, write_json
-from exposure_env.registration import SURROGATE_ID
+from exposure_env.registration import QWEN3_ID, SURROGATE_ID
 from exposure_env.stats import gain_ratio_interval, improvement_interval, iqm_interval, t_interval
 
 SWEEP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -309,6 +309,34 @@ def score_curve(runs: Sequence[RunSummary]) -> tuple[list[int], list[float]]:
     return grid, np.mean(rows, axis=0).tolist()
 
 
+def identical_runs(by_agent: Mapping[str, Sequence[RunSummary]]) -> list[list[str]]:
+    """Groups of controllers (by role) whose runs were the same on every seed: the same score after
+    every window, final score and total reward. Two controllers can act differently and still run
+    the same student, e.g. two reveal ratios that reveal the same steps (:func:`exposure_levels_of`);
+    a difference between them is then no difference at all."""
+    groups: dict[tuple, list[str]] = {}
+    for agent, runs in by_agent.items():
+        key = tuple((r.seed, tuple(r.scores), r.final_score, r.total_reward) for r in runs)
+        groups.setdefault(key, []).append(role(agent))
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def exposure_levels_of(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """On the real backend, the distinct exposures the reveal ratio can give on its training problems
+    (:func:`distill_backend.prompts.exposure_levels`): the reveal ratio is continuous, the revealed
+    steps are not. ``None`` for the surrogate (its reveal ratio acts continuously)."""
+    if env_id != QWEN3_ID:
+        return None
+    from distill_backend.config import backend_config_from_kwargs  # the real backend's own config, only here
+    from distill_backend.prompts import exposure_levels, split_segments
+    from distill_backend.task import make_splits, read_dataset
+
+    config = backend_config_from_kwargs(split_env_kwargs(dict(env_kwargs))[1])
+    problems = read_dataset(config.dataset_path).problems if config.dataset_path else make_splits(config.task).train
+    counts = sorted({len(split_segments(p.solution).steps) for p in problems})
+    return {"segments_per_reference": counts, "levels": [list(level) for level in exposure_levels(counts)]}
+
+
 def analyse(by_agent: Mapping[str, Sequence[RunSummary]], best_fixed: str, rng: np.random.Generator) -> list[ControllerRow]:
     opsd = by_agent[OPSD]
     budget = max(max(r.updates, default=0) for runs in by_agent.values() for r in runs)
@@ -409,6 +437,18 @@ def markdown(payload: Mapping[str, Any]) -> str:
     if overlap is not False:
         lines += ["", "**Caveat**: the sweep behind the best fixed alpha " + (
             "ran on some of the evaluated seeds." if overlap else "does not say which seeds it ran on.")]
+    levels = payload.get("exposure_levels")
+    if levels:
+        spans = ", ".join(f"[{low:.2f}, {high:.2f})" if high > low else f"{low:g}" for low, high in levels["levels"])
+        lines += ["", f"Set-up check: the training references have {'/'.join(map(str, levels['segments_per_reference']))} "
+                  f"reasoning steps, so the reveal ratio gives {len(levels['levels'])} distinct teacher contexts: "
+                  f"{spans} (all reveal ratios of one interval reveal the same steps)."]
+    if payload.get("identical_runs"):
+        groups = "; ".join(" = ".join(f"`{name}`" for name in group) for group in payload["identical_runs"])
+        lines += ["", f"Identical runs on every seed (same scores, final score and reward): {groups}. Any "
+                  "difference between them in the table is no difference."]
+    elif "identical_runs" in payload:
+        lines += ["", "No two controllers ran identical runs."]
     if payload.get("ablation"):
         ab = payload["ablation"]
         observed = " <= ".join(f"`{name}` {ab['iqm'][name]:.4f}" for name in ab["observed_order_low_to_high"])
@@ -510,6 +550,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sweep_overlaps_evaluation": _overlap(sweep_seeds(sweep_data), seeds),
         "pretrained": folders, "controllers": [to_plain(dataclasses.asdict(r)) for r in rows],
         "ablation": ablation(rows), "goals": goals(rows),
+        "identical_runs": identical_runs(by_agent), "exposure_levels": exposure_levels_of(args.env, env_kwargs),
     }
     for row, plain in zip(rows, payload["controllers"]):
         plain["sample_efficiency"] = to_plain(row.sample_efficiency._asdict()) | {

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from fractions import Fraction
+from typing import Iterable, NamedTuple
 
-from exposure_env.errors import DatasetError, check_range
+from exposure_env.errors import ConfigError, DatasetError, check_range
 
 
 class Segments(NamedTuple):
@@ -74,6 +75,18 @@ def num_revealed(num_segments: int, reveal_ratio: float) -> int:
     """``k = floor(alpha * m)``; the epsilon keeps e.g. 0.7 * 10 from flooring to 6."""
     check_range("reveal_ratio", reveal_ratio, 0.0, 1.0)
     return min(num_segments, int(math.floor(reveal_ratio * num_segments + 1e-9)))
+
+
+def exposure_levels(segment_counts: Iterable[int]) -> list[tuple[float, float]]:
+    """The distinct teacher contexts a reveal ratio can give on references with these numbers of
+    reasoning segments: ``k = floor(alpha * m)`` changes only at the fractions ``k / m``, so the
+    reveal ratios of one interval ``[low, high)`` (the last one is ``[1, 1]``) reveal the same steps of
+    every reference. With 2-4 segments, for example, every alpha in [0.75, 1) is the same exposure."""
+    counts = sorted({int(m) for m in segment_counts})
+    if not counts or counts[0] < 0:
+        raise ConfigError("segment_counts", "non-negative numbers of reasoning segments, at least one", counts)
+    cuts = sorted({Fraction(k, m) for m in counts if m > 0 for k in range(m + 1)} | {Fraction(0), Fraction(1)})
+    return [(float(low), float(high)) for low, high in zip(cuts, cuts[1:])] + [(1.0, 1.0)]
 
 
 def revealed_reference(solution: str, reveal_ratio: float) -> str:

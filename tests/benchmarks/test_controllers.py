@@ -84,6 +84,29 @@ def test_sim_to_real_of_a_result_against_itself_is_one(study, tmp_path):
     assert "Sim-to-real" in (tmp_path / "again.md").read_text() and again["same_episode_settings"]
 
 
+def test_controllers_that_ran_the_same_student_are_named():
+    from agents.records import RunSummary
+
+    def run(agent, seed, scores, alphas):
+        return RunSummary(agent, "env", seed, scores[-1], 0.3, max(scores), float(np.mean(alphas)), 0.1 * seed, 2,
+                          False, 0.0, 1.0, 0.0, 1.0, "", alphas, scores, [4, 8])
+
+    same = [[0.4, 0.9], [0.5, 0.8]]
+    by_agent = {"best-fixed:sweep.json": [run("b", s, same[s], [0.75, 0.75]) for s in (0, 1)],
+                "beta-pretrained:folder": [run("p", s, same[s], [0.8, 0.9]) for s in (0, 1)],
+                "fixed:1.0": [run("o", 0, same[0], [1.0, 1.0]), run("o", 1, [0.5, 0.7], [1.0, 1.0])]}
+    assert controllers.identical_runs(by_agent) == [["best-fixed", "beta-pretrained"]]
+    del by_agent["beta-pretrained:folder"]
+    assert controllers.identical_runs(by_agent) == []  # one seed differs: not the same runs
+
+
+def test_the_real_backend_reports_its_distinct_exposure_levels():
+    levels = controllers.exposure_levels_of("ATESD-Qwen3-v0", {})
+    assert levels["segments_per_reference"] == [2, 3, 4]  # the tiny default task
+    assert [0.75, 1.0] in levels["levels"] and len(levels["levels"]) == 7
+    assert controllers.exposure_levels_of("ATESD-Surrogate-v0", {}) is None
+
+
 def test_only_a_positive_surrogate_gain_can_be_kept():
     assert controllers.keeps_gain(0.95, 0.02) and not controllers.keeps_gain(0.85, 0.02)
     assert not controllers.keeps_gain(1.4, -0.2)  # lost more on the real backend than on the surrogate

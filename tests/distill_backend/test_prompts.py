@@ -73,3 +73,18 @@ def test_chat_template_is_used_when_the_tokenizer_has_one():
     assert student_prompt("1+1", tokenizer, plain) == "Q:1+1\nA:\n"
     paper = teacher_prompt("1+1", "1+1=2\n\\boxed{2}", 1.0, None, PromptConfig.paper())
     assert "reference solution" in paper and "1+1=2" in paper
+
+
+def test_exposure_levels_are_the_intervals_of_alpha_that_reveal_the_same_steps():
+    from distill_backend.prompts import exposure_levels, revealed_reference
+
+    levels = exposure_levels([4, 2, 3, 3])
+    assert levels[0] == (0.0, 0.25) and levels[-2:] == [(0.75, 1.0), (1.0, 1.0)] and len(levels) == 7
+    solutions = ["\n".join(f"step {i}" for i in range(m)) + "\n\\boxed{1}" for m in (2, 3, 4)]
+    reveal = lambda alpha: tuple(revealed_reference(s, alpha) for s in solutions)  # noqa: E731
+    for low, high in levels:
+        inside = [low, (low + high) / 2, high - 1e-6] if high > low else [low]
+        assert len({reveal(a) for a in inside}) == 1, (low, high)  # one context per level
+    assert len({reveal(low) for low, _ in levels}) == len(levels)  # and a different one for each level
+    with pytest.raises(ConfigError, match="segment_counts"):
+        exposure_levels([])
