@@ -561,7 +561,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["sim_to_real"] = sim_to_real(rows, surrogate, rng)
         # The pre-trained controllers saw the surrogate's episodes: were they the same length here?
         payload["same_episode_settings"] = same_episodes(surrogate, payload)
+    # this invocation (finished runs are reused) and the runs themselves, wherever they ran
     payload["wall_time_s"] = time.perf_counter() - start
+    payload["runs_wall_time_s"] = float(sum(r.wall_time_s for runs in by_agent.values() for r in runs))
     write_outputs(payload, out)
     print(out.with_suffix(".md").read_text())
     return payload
