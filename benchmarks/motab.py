@@ -173,11 +173,21 @@ class Experiment:
         return dataclasses.replace(self.cfg, **MONITORS[name])
 
     def score(self, model, salt: int) -> float:
-        from distill_backend.evaluation import evaluate_prompts
+        return self.evaluate(model, salt)[0]
+
+    def evaluate(self, model, salt: int):
+        """Average@k on the test problems and what the sampled outputs do with the revise marker
+        (:func:`distill_backend.motab.diagnostics.revision_stats`)."""
+        from distill_backend.evaluation import grade_samples, summarize_grades
+        from distill_backend.motab.diagnostics import revision_stats
 
         prompts = [self.prompt_text(p) for p in self.test]
-        return evaluate_prompts(model, self.pair.tokenizer, prompts, self.test, self.eval_cfg,
-                                self.generator(salt), self.pair.device).average_at_k
+        graded = grade_samples(model, self.pair.tokenizer, prompts, self.test, self.eval_cfg,
+                               self.generator(salt), self.pair.device)
+        k = graded.correct.shape[1]
+        revisions = revision_stats(graded.texts, [p for p in self.test for _ in range(k)],
+                                   graded.correct.reshape(-1) > 0.5, self.cfg.revise_marker)
+        return summarize_grades(graded, self.test).average_at_k, revisions
 
     def right(self, row: int, ids_or_text) -> bool:
         """Whether a training text for pool question ``row`` ends with its right answer."""
@@ -361,7 +371,8 @@ class Experiment:
                 log = self.sft(all_rows, completions)
             extra["time_synthesis"] = synth - start
         trained = time.perf_counter()
-        score = self.score(self.pair.student, salt=99)
+        score, revisions = self.evaluate(self.pair.student, salt=99)
+        extra.update({f"output_{key}": value for key, value in revisions._asdict().items()})
         done = time.perf_counter()
         return {"score": score, "sequences": log.sequences, "loss_tokens": log.tokens,
                 "final_loss": float(sum(log.losses[-10:]) / max(1, len(log.losses[-10:]))),
@@ -451,6 +462,9 @@ METHOD_KEYS: tuple[str, ...] = (
     "right_answer_share", "rollout_right_answer_share", "training_texts", "breached_right_share",
     "unbreached_right_share", "dropped_unbreached_wrong", "breach_rate", "mean_backtrack_distance",
     "mean_breach_step", "mean_root_cause", "intervention_rate",
+    # what the trained student writes on the test problems (RevisionStats)
+    "output_with_revision", "output_revisions", "output_revised_wrong", "output_fixes", "output_breaks",
+    "output_accuracy_with_revision", "output_accuracy_without_revision",
 )
 
 

@@ -263,7 +263,9 @@ def eval_cost(path: Path, data: dict[str, Any]) -> str:
 
 def motab(path: Path, data: dict[str, Any]) -> str:
     rows = [[name, m.get("label", ""), f"{_f(m['score_mean'])} {_ci(m['score_ci'])}",
-             _f(m.get("right_answer_share_mean"), 3)] for name, m in data["methods"].items()]
+             _f(m.get("right_answer_share_mean"), 3), _f(m.get("output_with_revision_mean"), 3),
+             _f(m.get("output_fixes_mean"), 2) + " / " + _f(m.get("output_breaks_mean"), 2)]
+            for name, m in data["methods"].items()]
     monitors = [[name, f"{_f(q['breach_recall_mean'])} {_ci(q['breach_recall_ci'])}",
                  f"{_f(q['breach_precision_mean'])} {_ci(q['breach_precision_ci'])}",
                  f"{_f(q['step_recall_mean'])}", f"{_f(q['step_precision_mean'])}"]
@@ -272,7 +274,8 @@ def motab(path: Path, data: dict[str, Any]) -> str:
         f"MOTAB and its baselines: `python -m benchmarks.motab` ({data['args']['seeds']} seeds, equal budgets in "
         f"{data['budget_unit']}). Student before training {_f(data['initial_student_score_mean'])}, teacher "
         f"{_f(data['teacher_score_mean'])}.",
-        _table(["method", "kind", "score [95% CI]", "training texts ending with the right answer"], rows)]
+        _table(["method", "kind", "score [95% CI]", "training texts ending with the right answer",
+                "test outputs with a revision", "revisions that fix / break a step"], rows)]
     if monitors:
         parts += ["Each monitor option against the task's verifiable step errors (the initial student's samples "
                   f"of the pool; best option by breach F1 per seed: {', '.join(data.get('best_monitor_per_seed', []))}):",

@@ -107,6 +107,9 @@ class GradedSamples(NamedTuple):
     """(problems, k) float64: 1.0 where sample j of problem i was correct."""
     lengths: list[int]
     """Completion length in tokens of every sample, problem by problem."""
+    texts: tuple[str, ...] = ()
+    """The sampled texts, problem by problem (``k`` consecutive per problem); empty where not kept
+    (e.g. after gathering a data-parallel evaluation)."""
 
 
 def grade_samples(
@@ -121,7 +124,7 @@ def grade_samples(
         generator=generator, batch_size=config.batch_size, device=device, repeats=k,
     )
     correct = np.array([is_correct(t, problems[i // k].answer) for i, t in enumerate(texts)], dtype=np.float64)
-    return GradedSamples(correct.reshape(len(problems), k), lengths)
+    return GradedSamples(correct.reshape(len(problems), k), lengths, tuple(texts))
 
 
 def evaluate_prompts(
@@ -135,7 +138,7 @@ def evaluate_prompts(
 
 def summarize_grades(graded: GradedSamples, problems: Sequence[Problem]) -> EvalResult:
     """Average@k, pass@k (overall and per difficulty level) and mean length of graded samples."""
-    correct, lengths = graded
+    correct, lengths = graded.correct, graded.lengths
     k = correct.shape[1]
     avg, hit = correct.mean(axis=1), correct.max(axis=1)
     levels = np.array([p.difficulty for p in problems])

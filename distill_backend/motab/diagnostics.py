@@ -91,6 +91,76 @@ def chain_step_errors(problem: Problem, step_texts: Sequence[str], modulus: int 
     return errors
 
 
+class RevisionStats(NamedTuple):
+    """What a student's own outputs do with the revise marker (nan where a ratio has no cases).
+
+    A revision is a marker line; the *revised step* is the chain step written just before it, the
+    *replacement* the line just after it. Both are judged at the revised step's position: against
+    the locally correct step after the chain as it stood before the revised step (a replacement
+    that restarts further back is judged wrong). After a revision the chain continues from the
+    replacement."""
+
+    outputs: int
+    with_revision: float
+    """Share of outputs with at least one revision."""
+    revisions: int
+    revised_wrong: float
+    """P(the revised step was wrong | revision): does the student revise where it should?"""
+    fixes: float
+    """P(wrong step replaced by the right one | revision)."""
+    breaks: float
+    """P(right step replaced by a wrong one | revision)."""
+    accuracy_with_revision: float
+    """Share of outputs with a revision whose final answer is right."""
+    accuracy_without_revision: float
+
+
+def revision_stats(texts: Sequence[str], problems: Sequence[Problem], correct: Sequence[bool],
+                   marker: str = "However,", modulus: int = 10) -> RevisionStats:
+    """:class:`RevisionStats` of ``texts`` (output ``i`` answers ``problems[i]``; ``correct[i]``: its
+    final answer is right) on the add/sub chain."""
+    if not (len(texts) == len(problems) == len(correct)):
+        raise ValueError(f"texts, problems and correct must have one entry per output; received "
+                         f"{len(texts)}, {len(problems)}, {len(correct)}")
+    revised_wrong, replacement_right, has_revision = [], [], []
+    for text, problem in zip(texts, problems):
+        chain: list[str] = []
+        pending: tuple[bool, str | None] | None = None  # (revised step wrong, right step at its position)
+        revised = False
+        for line in (raw.strip() for raw in text.split("\n")):
+            if not line:
+                continue
+            if line.startswith(marker.strip()):
+                if chain:
+                    expected = chain_next_step(problem, chain[:-1], modulus)
+                    wrong = expected is None or step_result(chain[-1]) != step_result(expected)
+                    pending, revised = (wrong, expected), True
+                    chain = chain[:-1]
+                continue
+            if pending is not None:
+                wrong, expected = pending
+                revised_wrong.append(wrong)
+                replacement_right.append(expected is not None and step_result(line) == step_result(expected))
+                pending = None
+            chain.append(line)
+        if pending is not None:  # a marker with nothing after it
+            revised_wrong.append(pending[0])
+            replacement_right.append(False)
+        has_revision.append(revised)
+    flags, before, after = np.array(has_revision), np.array(revised_wrong), np.array(replacement_right)
+    right = np.asarray(correct, dtype=bool)
+
+    def ratio(mask: np.ndarray) -> float:
+        return float(mask.mean()) if mask.size else math.nan
+
+    return RevisionStats(
+        outputs=len(texts), with_revision=ratio(flags), revisions=int(before.size),
+        revised_wrong=ratio(before), fixes=ratio(before & after) if before.size else math.nan,
+        breaks=ratio(~before & ~after) if before.size else math.nan,
+        accuracy_with_revision=ratio(right[flags]) if flags.any() else math.nan,
+        accuracy_without_revision=ratio(right[~flags]) if (~flags).any() else math.nan)
+
+
 class MonitorQuality(NamedTuple):
     """A monitor's verdicts against verifiable step errors (nan where a ratio has no cases)."""
 

@@ -105,6 +105,9 @@ def test_miniature_benchmark_run(tmp_path, tiny_pair_paths):
         assert entry["sequences"] == 8  # equal budgets: 2 updates x 4 sequences
         assert 0.0 <= entry["right_answer_share_mean"] <= 1.0
     run = payload["per_seed"][0]
+    for result in run["methods"].values():  # what each trained student writes on the test problems
+        assert result["output_outputs"] > 0 and 0.0 <= result["output_with_revision"] <= 1.0
+        assert result["output_revisions"] >= 0
     assert set(run["monitors"]) == {"paper", "min", "result", "length"}
     assert run["best_monitor"] in run["monitors"] and run["methods"]["motab_best_filtered"]["monitor"] == run["best_monitor"]
     best = run["monitors"][run["best_monitor"]]["breach_f1"]

@@ -12,6 +12,7 @@ from distill_backend.motab.diagnostics import (
     chain_step_errors,
     lower_auc,
     monitor_quality,
+    revision_stats,
     step_result,
 )
 from distill_backend.motab.monitor import MonitorResult
@@ -27,6 +28,24 @@ def test_step_result_parses_equations_and_the_boxed_answer():
     assert step_result(" 0 - 5 = 5 ") == ("=", "5")
     assert step_result("\\boxed{7}") == ("boxed", "7")
     assert step_result("7+3=") is None and step_result("However,") is None
+
+
+def test_revision_stats_say_whether_a_revision_fixes_or_breaks_the_step():
+    texts = [
+        "7+3=0\n0-5=6\nHowever,\n0-5=5\n5+2=7\n\\boxed{7}",  # wrong step revised into the right one: a fix
+        "7+3=0\nHowever,\n7+3=1\n1-5=6\n6+2=8\n\\boxed{8}",  # right step revised into a wrong one: a break
+        "7+3=0\n0-5=5\n5+2=7\n\\boxed{7}",  # no revision
+        "7+3=0\n0-5=6\nHowever,",  # a marker with nothing after it: the wrong step is not fixed
+    ]
+    stats = revision_stats(texts, [PROBLEM] * 4, [True, False, True, False])
+    assert (stats.outputs, stats.revisions) == (4, 3)
+    assert stats.with_revision == pytest.approx(0.75) and stats.revised_wrong == pytest.approx(2 / 3)
+    assert stats.fixes == pytest.approx(1 / 3) and stats.breaks == pytest.approx(1 / 3)
+    assert stats.accuracy_with_revision == pytest.approx(1 / 3) and stats.accuracy_without_revision == 1.0
+    none = revision_stats(texts[2:3], [PROBLEM], [True])
+    assert none.revisions == 0 and math.isnan(none.fixes) and math.isnan(none.accuracy_with_revision)
+    with pytest.raises(ValueError, match="one entry per output"):
+        revision_stats(texts, [PROBLEM], [True])
 
 
 def test_chain_step_errors_are_local_result_errors():
