@@ -366,7 +366,7 @@ def run_controlled(config: RunConfig, controller: Controller | None = None) -> R
     )
     payload = dataclasses.asdict(summary) | {"controller_share": summary.controller_share,
                                              "env_kwargs": dict(config.env_kwargs),
-                                             "agent_inputs": spec_inputs(config.agent),
+                                             "agent_inputs": checkpoint.identity["agent_inputs"],
                                              "controller_end_stats": dict(episode.end_stats)}
     if config.plot:
         plot_run(summary, work / "alpha.png")
@@ -423,6 +423,8 @@ class CheckpointWriter:
 
     def __init__(self, path: Path, config: RunConfig) -> None:
         self.path, self.config = path, config
+        self.identity = _identity(config)
+        """What the run is, its agent's inputs included, as read when the run (or its resumption) began."""
         self.train_time_s = 0.0
         self.elapsed_before = 0.0
         """Wall time spent in earlier processes of this run (up to their last checkpoint)."""
@@ -434,7 +436,7 @@ class CheckpointWriter:
     def save(self, env: gym.Env, controller: Controller, progress: EpisodeProgress,
              logger: "DecisionLogger") -> None:
         state = {
-            "identity": _identity(self.config),
+            "identity": self.identity,
             "env": env.unwrapped.state_dict() if progress.obs is not None else None,
             "controller": controller.state_dict(),
             "progress": progress.state_dict(),
