@@ -327,13 +327,12 @@ def exposure_levels_of(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, 
     steps are not. ``None`` for the surrogate (its reveal ratio acts continuously)."""
     if env_id != QWEN3_ID:
         return None
-    from distill_backend.config import backend_config_from_kwargs  # the real backend's own config, only here
+    from distill_backend.backend import load_splits  # the real backend's own data, only here
+    from distill_backend.config import backend_config_from_kwargs
     from distill_backend.prompts import exposure_levels, split_segments
-    from distill_backend.task import make_splits, read_dataset
 
-    config = backend_config_from_kwargs(split_env_kwargs(dict(env_kwargs))[1])
-    problems = read_dataset(config.dataset_path).problems if config.dataset_path else make_splits(config.task).train
-    counts = sorted({len(split_segments(p.solution).steps) for p in problems})
+    splits, _ = load_splits(backend_config_from_kwargs(split_env_kwargs(dict(env_kwargs))[1]))
+    counts = sorted({len(split_segments(p.solution).steps) for p in splits.train})
     return {"segments_per_reference": counts, "levels": [list(level) for level in exposure_levels(counts)]}
 
 

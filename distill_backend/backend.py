@@ -55,7 +55,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -98,6 +98,26 @@ STATE_VERSION = 2
 LOGGER = logging.getLogger(__name__)
 
 
+def load_splits(config: BackendConfig, row_issue: Callable[[Problem], str] | None = None
+                ) -> tuple[Splits, tuple[int, ...]]:
+    """The train/probe/test splits a backend with ``config`` uses, and the dataset rows it left out:
+    the task's generated splits, or the dataset at ``dataset_path`` split by the task's sizes and
+    seed after screening every row with ``row_issue`` (a bad row is refused, or left out and listed
+    with ``skip_bad_rows``). Without ``row_issue`` every row is kept: for what needs no tokenizer or
+    model, e.g. which numbers of reasoning steps the training problems have."""
+    task = config.task
+    if not config.dataset_path:
+        return make_splits(task), ()
+    dataset = read_dataset(config.dataset_path)
+    screened = screen_rows(dataset, row_issue or (lambda problem: ""), skip=config.skip_bad_rows)
+    if screened.skipped_rows:
+        LOGGER.warning("%s: skipped %d of %d rows that the tokenizer cannot represent or that exceed the "
+                       "model's context (rows %s)", dataset.path, len(screened.skipped_rows),
+                       len(dataset.rows), ", ".join(map(str, screened.skipped_rows[:20]))
+                       + (", ..." if len(screened.skipped_rows) > 20 else ""))
+    return split_dataset(screened.problems, task.probe_size, task.test_size, task.seed), screened.skipped_rows
+
+
 class _Fingerprint(NamedTuple):
     """What the failure checks keep of the trainable weights between updates."""
 
@@ -128,7 +148,7 @@ class Qwen3DistillBackend:
         # before anything copies the weights: DDP starts every rank from rank 0's (a LoRA adapter's
         # random init may differ per rank).
         self._sync = DataParallel(self.replicas, self.model) if self.replicas.active else None
-        self.splits = self._load_splits()
+        self.splits, self.skipped_rows = load_splits(cfg, self._row_issue)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._initial = [p.detach().clone() for p in self._params]
         self.teacher: torch.nn.Module | None = None
@@ -163,19 +183,6 @@ class Qwen3DistillBackend:
         """Per-rollout MOTAB records (breach, root cause, oracle values) of the latest update."""
 
     # -- setup helpers ----------------------------------------------------------------------
-    def _load_splits(self) -> Splits:
-        task = self.config.task
-        if self.config.dataset_path:
-            dataset = read_dataset(self.config.dataset_path)
-            screened = screen_rows(dataset, self._row_issue, skip=self.config.skip_bad_rows)
-            self.skipped_rows = screened.skipped_rows
-            if screened.skipped_rows:
-                LOGGER.warning("%s: skipped %d of %d rows that the tokenizer cannot represent or that exceed the "
-                               "model's context (rows %s)", dataset.path, len(screened.skipped_rows),
-                               len(dataset.rows), ", ".join(map(str, screened.skipped_rows[:20]))
-                               + (", ..." if len(screened.skipped_rows) > 20 else ""))
-            return split_dataset(screened.problems, task.probe_size, task.test_size, task.seed)
-        return make_splits(task)
 
     def _row_issue(self, problem: Problem) -> str:
         """Why a dataset row cannot be used with this tokenizer and model ('' when it can): text that
