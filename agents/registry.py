@@ -102,7 +102,7 @@ def spec_inputs(spec: str) -> dict[str, Any]:
     if name == "best-fixed" and args:
         return {"best_fixed_alpha": best_fixed_alpha(":".join(args))}
     if name.endswith("-pretrained") and args:
-        path = ":".join(args[:-1] if args[-1] == "online" else args)
+        path, _ = _pretrained_path(args)
         file = checkpoint_path(path, read_manifest(path))
         try:
             digest = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -138,8 +138,7 @@ def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str
     if name in ("beta", "beta-carry") and len(args) <= 2:
         return _beta(spec, args, seed, overrides, carry_over=name == "beta-carry")
     if name.endswith("-pretrained") and name.removesuffix("-pretrained") in ("beta",) + SB3_NAMES and args:
-        online = args[-1] == "online"
-        path = ":".join(args[:-1] if online else args)  # a path may contain ':'
+        path, online = _pretrained_path(args)
         if not path:
             raise ConfigError(f"agent spec {spec!r}: PATH", "a folder written by python -m agents.pretrain", path)
         return load_pretrained(path, name.removesuffix("-pretrained"), seed=seed, online=online, name=spec)
@@ -148,6 +147,13 @@ def _build(spec: str, name: str, args: list[str], seed: int, overrides: dict[str
 
         return SB3Controller(SB3AgentConfig(algo=name, **overrides), seed=seed)
     raise ConfigError("agent spec", ALLOWED, spec)
+
+
+def _pretrained_path(args: list[str]) -> tuple[str, bool]:
+    """``PATH`` and whether ``:online`` follows it, from the parts of ``*-pretrained:PATH[:online]``
+    (a path may contain ':')."""
+    online = args[-1] == "online"
+    return ":".join(args[:-1] if online else args), online
 
 
 def _beta(spec: str, args: list[str], seed: int, overrides: dict[str, Any], carry_over: bool) -> Controller:

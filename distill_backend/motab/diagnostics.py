@@ -147,7 +147,7 @@ def revision_stats(texts: Sequence[str], problems: Sequence[Problem], correct: S
             revised_wrong.append(pending[0])
             replacement_right.append(False)
         has_revision.append(revised)
-    flags, before, after = np.array(has_revision), np.array(revised_wrong), np.array(replacement_right)
+    flags, before, after = (np.array(x, dtype=bool) for x in (has_revision, revised_wrong, replacement_right))
     right = np.asarray(correct, dtype=bool)
 
     def ratio(mask: np.ndarray) -> float:
@@ -155,10 +155,8 @@ def revision_stats(texts: Sequence[str], problems: Sequence[Problem], correct: S
 
     return RevisionStats(
         outputs=len(texts), with_revision=ratio(flags), revisions=int(before.size),
-        revised_wrong=ratio(before), fixes=ratio(before & after) if before.size else math.nan,
-        breaks=ratio(~before & ~after) if before.size else math.nan,
-        accuracy_with_revision=ratio(right[flags]) if flags.any() else math.nan,
-        accuracy_without_revision=ratio(right[~flags]) if (~flags).any() else math.nan)
+        revised_wrong=ratio(before), fixes=ratio(before & after), breaks=ratio(~before & ~after),
+        accuracy_with_revision=ratio(right[flags]), accuracy_without_revision=ratio(right[~flags]))
 
 
 class MonitorQuality(NamedTuple):
